@@ -142,7 +142,8 @@ class GaussianVolume:
         norms = np.linalg.norm(quats.astype(np.float64), axis=1)
         if n and not np.all(norms > 1e-12):
             raise InputError("quaternions must be non-zero")
-        if n:
+        if n and np.any(np.abs(norms - 1.0) > 1e-6):
+            # leave unit quaternions untouched so subset/replace are bit-exact
             quats = (quats / norms[:, None]).astype(np.float32)
         bg = self.background
         if bg is not None:

@@ -1,0 +1,34 @@
+"""The ``.vmg`` container: a ``GaussianVolume`` on disk (specification: ``docs/format.md``).
+
+- ``save(gv, path)``: write atomically; ``load(path)``: read and check every byte.
+- ``quantize(gv)``: exactly what ``save`` stores and ``load`` returns, without I/O.
+- ``file_size(gv)``: exact bytes ``save`` writes (the encoder's size budget).
+- ``read_info(path)``: header fields without reading the Gaussians.
+- ``VmgFile(path)``: random access by brick; ``load_region`` reads only the
+  bricks whose Gaussians can reach a region.
+
+Bad files raise ``FormatError`` (``ChecksumError`` for corrupt bytes,
+``UnsupportedVersionError`` for newer files) with the file name in the message.
+Safe on untrusted input: no pickle, every size is checked against the file
+length before anything is allocated.
+"""
+
+from __future__ import annotations
+
+from .layout import BYTES_PER_GAUSSIAN, FORMAT_VERSION, MAGIC, BrickInfo
+from .reader import VmgFile, load, read_info
+from .writer import file_size, quantize, save, to_bytes
+
+__all__ = [
+    "BYTES_PER_GAUSSIAN",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "BrickInfo",
+    "VmgFile",
+    "file_size",
+    "load",
+    "quantize",
+    "read_info",
+    "save",
+    "to_bytes",
+]

@@ -1,0 +1,203 @@
+"""Gaussian parameters <-> brick payload bytes, and the background section.
+
+A brick payload stores ``count`` Gaussians as 11 planes of ``count`` 16-bit
+values (structure of arrays), in this order: position Z, Y, X (uint16 fixed
+point over the brick's position box), scale 0, 1, 2 (float16, voxels),
+quaternion w, a, b, c (float16, scaled so the largest-magnitude component is
+exactly +1), amplitude (float16, model units).
+
+Quantisation (``quantize_brick``) and dequantisation (``dequantize_brick``)
+are written so that dequantise(quantise(x)) is a fixed point: saving a loaded
+model reproduces the file byte for byte.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import FormatError
+from ..gaussians import CUTOFF_SIGMA, GaussianVolume
+from .layout import BACKGROUND_HEADER, BYTES_PER_GAUSSIAN, PLANES
+
+#: largest finite float16
+F16_MAX = float(np.finfo(np.float16).max)
+#: smallest positive normal float16 (scales are clamped into [F16_TINY, F16_MAX])
+F16_TINY = float(np.finfo(np.float16).tiny)
+#: uint16 positions run from 0 (box lo) to POS_STEPS (box hi)
+POS_STEPS = 65535
+#: writers widen reach boxes by this many voxels so float32 evaluators at the
+#: boundary never need a brick the box excluded
+REACH_MARGIN = 1e-3
+#: background grid dtypes a file may hold (intensity.DTYPE_CODES numbering)
+BACKGROUND_DTYPES = {7: np.dtype("<f4"), 9: np.dtype("<f2")}
+#: the background dtype this writer uses (float32: float16 would shift the
+#: background by up to 1/4000 of the range, which shows in integer outputs)
+BACKGROUND_WRITE_CODE = 7
+
+
+def position_box(centers: np.ndarray, core_lo, core_hi) -> tuple[np.ndarray, np.ndarray]:
+    """Quantisation box (float32 lo, hi per axis) for a brick's float32 ``centers``.
+
+    The bounding box of the centres, so every centre is representable and the
+    step is at most the box extent / 65535; for an empty brick, the core's
+    voxel extent ``[lo - 0.5, hi - 0.5]``.
+    """
+    if len(centers) == 0:
+        return (np.asarray(core_lo, np.float32) - 0.5, np.asarray(core_hi, np.float32) - 0.5)
+    return centers.min(axis=0).astype(np.float32), centers.max(axis=0).astype(np.float32)
+
+
+def _quantize_positions(centers, lo, hi) -> np.ndarray:
+    lo64, hi64 = np.float64(lo), np.float64(hi)
+    span = hi64 - lo64
+    t = np.divide(centers.astype(np.float64) - lo64, span, out=np.zeros(centers.shape), where=span > 0)
+    return np.clip(np.rint(t * POS_STEPS), 0, POS_STEPS).astype(np.uint16)
+
+
+def dequantize_positions(q: np.ndarray, lo, hi) -> np.ndarray:
+    """uint16 (N, 3) -> float32 voxel coordinates: ``lo + (hi - lo) * (q / 65535)`` in float64.
+
+    q = 0 gives ``lo`` and q = 65535 gives ``hi`` exactly.
+    """
+    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    return (lo64 + (hi64 - lo64) * (q.astype(np.float64) / POS_STEPS)).astype(np.float32)
+
+
+def _canonical_quaternions(q: np.ndarray) -> np.ndarray:
+    """Quaternions scaled so the largest-magnitude component is exactly +1 (float16).
+
+    ``q`` and ``-q`` are the same rotation; the stored form is unique and
+    survives normalise -> re-store unchanged.
+    """
+    q = q.astype(np.float64)
+    idx = np.argmax(np.abs(q), axis=1)
+    m = q[np.arange(len(q)), idx]
+    return (q / m[:, None]).astype(np.float16)
+
+
+def quantize_brick(gv: GaussianVolume, index: np.ndarray, lo, hi) -> np.ndarray:
+    """The (11, n) uint16 planes storing Gaussians ``index`` of ``gv`` (position box ``lo``..``hi``)."""
+    n = len(index)
+    planes = np.empty((PLANES, n), np.uint16)
+    planes[0:3] = _quantize_positions(gv.centers[index], lo, hi).T
+    floats = planes[3:].view(np.float16)
+    floats[0:3] = np.clip(gv.scales[index], F16_TINY, F16_MAX).astype(np.float16).T
+    floats[3:7] = _canonical_quaternions(gv.quaternions[index]).T
+    floats[7] = np.clip(gv.amplitudes[index], -F16_MAX, F16_MAX).astype(np.float16)
+    return planes
+
+
+def payload_bytes(planes: np.ndarray) -> bytes:
+    return np.ascontiguousarray(planes, dtype="<u2").tobytes()
+
+
+def dequantize_brick(buf: bytes, count: int, lo, hi, where: str) -> dict[str, np.ndarray]:
+    """Brick payload bytes -> dict of float32 ``centers``, ``scales``, ``quaternions``, ``amplitudes``.
+
+    Raises ``FormatError`` (``where`` names the file and brick) for NaN/Inf,
+    scales <= 0 or all-zero quaternions.
+    """
+    if len(buf) != count * BYTES_PER_GAUSSIAN:
+        raise FormatError(f"{where}: payload has {len(buf)} bytes, expected {count * BYTES_PER_GAUSSIAN}")
+    planes = np.frombuffer(buf, dtype="<u2").reshape(PLANES, count)
+    arrays = raw_arrays(planes, lo, hi)
+    scales, quats = arrays["scales"], arrays["quaternions"]
+    for label in ("scales", "quaternions", "amplitudes"):
+        bad = ~np.isfinite(arrays[label])
+        if bad.any():
+            i = int(np.argwhere(bad)[0][0])
+            raise FormatError(f"{where}: Gaussian {i} has a NaN or infinite value in its {label}")
+    bad = ~(scales > 0).all(axis=1)
+    if bad.any():
+        raise FormatError(f"{where}: Gaussian {int(np.argmax(bad))} has a scale <= 0")
+    bad = ~(quats != 0).any(axis=1)
+    if bad.any():
+        raise FormatError(f"{where}: Gaussian {int(np.argmax(bad))} has an all-zero quaternion")
+    return arrays
+
+
+def raw_arrays(planes: np.ndarray, lo, hi) -> dict[str, np.ndarray]:
+    """The float32 arrays a brick's planes decode to (quaternions as stored, not yet normalised)."""
+    floats = planes[3:].view("<f2").astype(np.float32)
+    return {
+        "centers": dequantize_positions(planes[0:3].T, lo, hi),
+        "scales": np.ascontiguousarray(floats[0:3].T),
+        "quaternions": np.ascontiguousarray(floats[3:7].T),
+        "amplitudes": np.ascontiguousarray(floats[7]),
+    }
+
+
+def build_model(parts: list[dict], shape, **fields) -> GaussianVolume:
+    """One ``GaussianVolume`` from bricks' raw arrays, concatenated in order (the only place
+    the stored quaternions are normalised, so ``load`` and ``quantize`` agree bit for bit)."""
+
+    def cat(key, tail):
+        arrs = [p[key] for p in parts]
+        return np.concatenate(arrs) if arrs else np.zeros((0, *tail), np.float32)
+
+    return GaussianVolume(
+        shape,
+        cat("centers", (3,)),
+        cat("scales", (3,)),
+        cat("quaternions", (4,)),
+        cat("amplitudes", ()),
+        **fields,
+    )
+
+
+def reach_box(gv: GaussianVolume) -> tuple[np.ndarray, np.ndarray]:
+    """float32 box containing every Gaussian's 3-sigma box, widened by ``REACH_MARGIN`` and rounded outward.
+
+    For zero Gaussians: all zeros (the file's convention for an empty brick).
+    """
+    if gv.n_gaussians == 0:
+        return np.zeros(3, np.float32), np.zeros(3, np.float32)
+    lo64, hi64 = gaussian_bounds(gv)
+    lo64, hi64 = lo64 - REACH_MARGIN, hi64 + REACH_MARGIN
+    lo, hi = lo64.astype(np.float32), hi64.astype(np.float32)
+    lo = np.where(lo > lo64, np.nextafter(lo, np.float32(-np.inf)), lo)
+    hi = np.where(hi < hi64, np.nextafter(hi, np.float32(np.inf)), hi)
+    return lo, hi
+
+
+def gaussian_bounds(gv: GaussianVolume) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (3,) lo and hi of the union of the Gaussians' 3-sigma boxes (voxel coordinates)."""
+    c = gv.centers.astype(np.float64)
+    e = gv.extents(CUTOFF_SIGMA)
+    return (c - e).min(axis=0), (c + e).max(axis=0)
+
+
+# -- background section ------------------------------------------------------------------
+
+
+def background_payload(field: np.ndarray) -> bytes:
+    dt = BACKGROUND_DTYPES[BACKGROUND_WRITE_CODE]
+    head = BACKGROUND_HEADER.pack(BACKGROUND_WRITE_CODE, b"\x00\x00\x00", *field.shape)
+    return head + np.ascontiguousarray(field, dtype=dt).tobytes()
+
+
+def background_payload_size(field: np.ndarray) -> int:
+    return BACKGROUND_HEADER.size + field.size * BACKGROUND_DTYPES[BACKGROUND_WRITE_CODE].itemsize
+
+
+def parse_background(buf: bytes, where: str) -> np.ndarray:
+    """Background section payload -> float32 (gz, gy, gx) grid; ``FormatError`` naming ``where``."""
+    if len(buf) < BACKGROUND_HEADER.size:
+        raise FormatError(
+            f"{where}: {len(buf)} bytes, too short for its {BACKGROUND_HEADER.size}-byte header"
+        )
+    code, reserved, gz, gy, gx = BACKGROUND_HEADER.unpack_from(buf)
+    if code not in BACKGROUND_DTYPES:
+        raise FormatError(f"{where}: dtype code {code} is not float32 (7) or float16 (9)")
+    if reserved != b"\x00\x00\x00":
+        raise FormatError(f"{where}: reserved bytes 1-3 must be zero")
+    if min(gz, gy, gx) < 1:
+        raise FormatError(f"{where}: grid shape {(gz, gy, gx)} has an empty axis")
+    dt = BACKGROUND_DTYPES[code]
+    want = BACKGROUND_HEADER.size + gz * gy * gx * dt.itemsize
+    if len(buf) != want:
+        raise FormatError(f"{where}: {len(buf)} bytes, expected {want} for a {gz}x{gy}x{gx} {dt.name} grid")
+    grid = np.frombuffer(buf, dtype=dt, offset=BACKGROUND_HEADER.size).astype(np.float32).reshape(gz, gy, gx)
+    if not np.all(np.isfinite(grid)):
+        raise FormatError(f"{where}: the grid contains NaN or infinite values")
+    return grid

@@ -1,0 +1,259 @@
+"""Reading ``.vmg`` files: ``VmgFile`` (random access by brick), ``load`` and ``read_info``.
+
+Opening a file reads and checks the header, the tables and the sections
+(all small), never the brick payloads. Every count and offset is checked
+against the file's length before anything is allocated or read. A file cut
+short inside its brick payloads still opens (``complete`` is False): the
+bricks before the cut can be read, ``load`` and a brick past the cut raise
+``FormatError``. Bytes after the last payload are refused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ChecksumError, FormatError, InputError, UnsupportedVersionError
+from ..gaussians import GaussianVolume
+from ..intensity import CODE_DTYPES, IntensityMapping
+from ..metrics import bpp, ratio
+from ..region import RegionGrid, normalize_region
+from .codec import build_model, dequantize_brick, gaussian_bounds, parse_background
+from .layout import (
+    HEADER_SIZE,
+    SECTION_BACKGROUND,
+    BrickInfo,
+    Header,
+    SectionInfo,
+    crc32,
+    parse_header,
+    parse_tables,
+)
+
+#: how far (voxels) a Gaussian's recomputed 3-sigma box may stick out of its
+#: brick's stored reach box (covers float rounding differences between machines)
+REACH_TOLERANCE = 1e-4
+
+
+class VmgFile:
+    """A ``.vmg`` file opened for random access.
+
+    Attributes: ``path``; ``header`` (``layout.Header``); ``bricks`` (tuple of
+    ``BrickInfo``: core bounds, reach box, count, payload offset);
+    ``sections``; ``background`` (float32 grid or None); ``mapping``;
+    ``file_bytes`` (actual size) and ``expected_bytes`` (size the tables
+    describe); ``complete``; ``bytes_read`` (running total of bytes read from
+    disk, for tests and benchmarks).
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.bytes_read = 0
+        if self.path.is_dir():
+            raise IsADirectoryError(21, "is a directory, expected a .vmg file", self.name)
+        self.file_bytes = os.stat(self.path).st_size
+        head = self._read(0, min(HEADER_SIZE, self.file_bytes))
+        self.header: Header = parse_header(head, self.name, self.file_bytes)
+        h = self.header
+        if self.file_bytes < h.data_start:
+            raise FormatError(
+                f"{self.name}: truncated brick/section table: it needs bytes {HEADER_SIZE}-{h.data_start - 1} "
+                f"({h.n_bricks} bricks, {h.n_sections} sections), the file has {self.file_bytes} bytes"
+            )
+        bricks, sections = parse_tables(h, head, self._read(HEADER_SIZE, h.table_size), self.name)
+        self.bricks: tuple[BrickInfo, ...] = tuple(bricks)
+        self.sections: tuple[SectionInfo, ...] = tuple(sections)
+        self.expected_bytes = bricks[-1].end
+        if self.file_bytes > self.expected_bytes:
+            raise FormatError(
+                f"{self.name}: {self.file_bytes - self.expected_bytes} unexpected bytes after the end of the "
+                f"last brick (byte {self.expected_bytes}); the file is corrupt or was appended to"
+            )
+        sections_end = sections[-1].end if sections else h.data_start
+        if self.file_bytes < sections_end:
+            raise FormatError(
+                f"{self.name}: truncated: the sections need bytes {h.data_start}-{sections_end - 1}, "
+                f"the file has {self.file_bytes} bytes"
+            )
+        self.complete = self.file_bytes == self.expected_bytes
+        self.mapping = IntensityMapping(h.offset, h.scale, CODE_DTYPES[h.dtype_code])
+        self.background = self._read_sections()
+
+    # -- low level ------------------------------------------------------------------
+
+    def _read(self, offset: int, length: int, fh=None) -> bytes:
+        if fh is None:
+            with open(self.path, "rb") as own:
+                return self._read(offset, length, own)
+        fh.seek(offset)
+        data = fh.read(length)
+        self.bytes_read += len(data)
+        if len(data) != length:
+            raise FormatError(
+                f"{self.name}: truncated: expected {length} bytes at byte {offset}, got {len(data)} "
+                "(the file changed or was cut while being read)"
+            )
+        return data
+
+    def _read_sections(self) -> np.ndarray | None:
+        background = None
+        for i, s in enumerate(self.sections):
+            data = self._read(s.offset, s.length)
+            if crc32(data) != s.crc:
+                raise ChecksumError(
+                    f"{self.name}: section {i} (type {s.type}) checksum mismatch "
+                    f"(bytes {s.offset}-{s.end - 1} are corrupt)"
+                )
+            if s.type == SECTION_BACKGROUND:
+                if background is not None:
+                    raise FormatError(f"{self.name}: more than one background section")
+                background = parse_background(data, f"{self.name}: background section {i}")
+            elif s.required:
+                raise UnsupportedVersionError(
+                    f"{self.name}: section {i} has type {s.type}, which this reader does not know and the "
+                    "file marks as required; upgrade napari-volmicro"
+                )
+            # unknown optional sections are skipped (their checksum was still verified)
+        return background
+
+    # -- metadata -----------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.header.shape
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return self.header.spacing
+
+    @property
+    def n_gaussians(self) -> int:
+        return self.header.n_gaussians
+
+    def brick_available(self, i: int) -> bool:
+        """Whether brick ``i``'s payload lies inside the file (False after a truncation)."""
+        return self.bricks[i].end <= self.file_bytes
+
+    @property
+    def info(self) -> dict:
+        """Header fields and sizes as a JSON-friendly dict."""
+        h = self.header
+        n_vox = h.shape[0] * h.shape[1] * h.shape[2]
+        dtype = self.mapping.dtype
+        return {
+            "path": self.name,
+            "format_version": h.version,
+            "shape": list(h.shape),
+            "dtype": str(dtype),
+            "spacing": list(h.spacing),
+            "intensity_offset": h.offset,
+            "intensity_scale": h.scale,
+            "n_gaussians": h.n_gaussians,
+            "n_bricks": h.n_bricks,
+            "background_shape": None if self.background is None else list(self.background.shape),
+            "file_bytes": self.file_bytes,
+            "expected_bytes": self.expected_bytes,
+            "complete": self.complete,
+            "bpp": bpp(self.file_bytes, n_vox),
+            "ratio": ratio(self.file_bytes, n_vox, dtype.itemsize),
+        }
+
+    # -- Gaussians --------------------------------------------------------------------------
+
+    def _model(self, parts: list[dict]) -> GaussianVolume:
+        try:
+            return build_model(
+                parts, self.shape, spacing=self.spacing, mapping=self.mapping, background=self.background
+            )
+        except InputError as exc:  # defensive: every field was checked already
+            raise FormatError(f"{self.name}: {exc}") from None
+
+    def _load_brick(self, i: int, fh=None) -> dict:
+        b = self.bricks[i]
+        where = f"{self.name}: brick {i}"
+        if not self.brick_available(i):
+            raise FormatError(
+                f"{where}: truncated: its payload needs bytes {b.offset}-{b.end - 1}, "
+                f"the file has {self.file_bytes} bytes"
+            )
+        data = self._read(b.offset, b.nbytes, fh)
+        if crc32(data) != b.crc:
+            raise ChecksumError(
+                f"{where}: payload checksum mismatch (bytes {b.offset}-{b.end - 1} are corrupt)"
+            )
+        part = dequantize_brick(data, b.count, b.pos_lo, b.pos_hi, where)
+        if b.count:
+            self._check_reach(i, part)
+        return part
+
+    def _check_reach(self, i: int, part: dict) -> None:
+        b = self.bricks[i]
+        lo, hi = gaussian_bounds(build_model([part], self.shape))
+        if np.any(lo < np.asarray(b.reach_lo) - REACH_TOLERANCE) or np.any(
+            hi > np.asarray(b.reach_hi) + REACH_TOLERANCE
+        ):
+            raise FormatError(
+                f"{self.name}: brick {i}: its Gaussians reach {_fmt(lo)}..{_fmt(hi)}, "
+                f"outside the stored reach box {_fmt(b.reach_lo)}..{_fmt(b.reach_hi)}"
+            )
+
+    def _indices(self, indices) -> list[int]:
+        try:
+            idx = [int(i) for i in indices]
+        except (TypeError, ValueError):
+            raise InputError(f"brick indices must be integers, got {indices!r}") from None
+        for i in idx:
+            if not 0 <= i < len(self.bricks):
+                raise InputError(f"brick index {i} is out of range (the file has {len(self.bricks)} bricks)")
+        return sorted(set(idx))
+
+    def load_bricks(self, indices) -> GaussianVolume:
+        """A model holding only the Gaussians of bricks ``indices`` (in file order), with the
+        full volume's shape, spacing, mapping and background."""
+        idx = self._indices(indices)
+        with open(self.path, "rb") as fh:
+            return self._model([self._load_brick(i, fh) for i in idx])
+
+    def bricks_for_region(self, region) -> list[int]:
+        """Indices of the bricks whose reach box meets ``region`` (three slices, ZYX, or a ``RegionGrid``).
+
+        Decoding the region from these bricks alone is exact.
+        """
+        grid = region if isinstance(region, RegionGrid) else normalize_region(region, self.shape)
+        first, last = grid.start, grid.last
+        return [i for i, b in enumerate(self.bricks) if b.meets(first, last)]
+
+    def load_region(self, region) -> GaussianVolume:
+        """A model with only the Gaussians that can touch ``region``; reads only those bricks."""
+        return self.load_bricks(self.bricks_for_region(region))
+
+    def load(self) -> GaussianVolume:
+        """The whole model; ``FormatError`` if the file is truncated."""
+        if not self.complete:
+            missing = sum(not self.brick_available(i) for i in range(len(self.bricks)))
+            raise FormatError(
+                f"{self.name}: truncated: the file has {self.file_bytes} bytes, its tables describe "
+                f"{self.expected_bytes} ({missing} of {len(self.bricks)} bricks cut off)"
+            )
+        return self.load_bricks(range(len(self.bricks)))
+
+    def verify(self) -> None:
+        """Read and check every brick (checksums, values, reach boxes); raises ``FormatError``."""
+        self.load()
+
+
+def _fmt(box) -> str:
+    return "(" + ", ".join(f"{float(v):.3f}" for v in box) + ")"
+
+
+def load(path) -> GaussianVolume:
+    """Read a ``.vmg`` file into a ``GaussianVolume`` (every byte checked)."""
+    return VmgFile(path).load()
+
+
+def read_info(path) -> dict:
+    """Header and table fields of a ``.vmg`` file, without reading the Gaussians (see ``VmgFile.info``)."""
+    return VmgFile(path).info

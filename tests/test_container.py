@@ -1,0 +1,479 @@
+"""The .vmg container: exact round trips, quantisation bounds, bricks and regions, errors."""
+
+import dataclasses
+import os
+import struct
+
+import numpy as np
+import pytest
+
+import napari_volmicro
+from napari_volmicro import container
+from napari_volmicro.container import layout
+from napari_volmicro.container.codec import BACKGROUND_WRITE_CODE
+from napari_volmicro.errors import ChecksumError, FormatError, InputError, UnsupportedVersionError
+from napari_volmicro.evaluate import get_evaluator
+from napari_volmicro.gaussians import GaussianVolume
+from napari_volmicro.intensity import IntensityMapping
+from napari_volmicro.metrics import psnr_full
+from napari_volmicro.synthetic import random_volume
+
+FIELDS = ("centers", "scales", "quaternions", "amplitudes")
+U16 = IntensityMapping(offset=100.0, scale=4000.0, dtype=np.uint16)
+
+
+def fast_evaluator() -> str:
+    """The dense evaluator when it is installed, else the brute-force reference."""
+    try:
+        get_evaluator("dense")
+        return "dense"
+    except ImportError:
+        return "reference"
+
+
+def assert_same_model(a: GaussianVolume, b: GaussianVolume):
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    assert a.shape == b.shape and a.spacing == b.spacing and a.mapping == b.mapping
+    if a.background is None:
+        assert b.background is None
+    else:
+        np.testing.assert_array_equal(a.background, b.background)
+
+
+def with_background(gv: GaussianVolume, seed=3) -> GaussianVolume:
+    rng = np.random.default_rng(seed)
+    return gv.replace(background=rng.uniform(-0.01, 0.05, size=(3, 5, 4)).astype(np.float32))
+
+
+# -- crafting files with valid checksums (to reach the checks behind them) -------------
+
+
+@dataclasses.dataclass
+class Parts:
+    header: layout.Header
+    bricks: list
+    sections: list
+    section_payloads: list
+    brick_payloads: list
+
+
+def split(data: bytes) -> Parts:
+    h = layout.parse_header(data[: layout.HEADER_SIZE], "x", len(data))
+    table = data[layout.HEADER_SIZE : h.data_start]
+    bricks, sections = layout.parse_tables(h, data[: layout.HEADER_SIZE], table, "x")
+    return Parts(
+        h,
+        bricks,
+        sections,
+        [data[s.offset : s.end] for s in sections],
+        [data[b.offset : b.end] for b in bricks],
+    )
+
+
+def assemble(p: Parts, fix_offsets=True) -> bytes:
+    """Bytes of a file with these parts; CRCs (and, by default, offsets) recomputed."""
+    h = dataclasses.replace(p.header, n_bricks=len(p.bricks), n_sections=len(p.sections))
+    pos = h.data_start
+    sections, bricks = [], []
+    for s, d in zip(p.sections, p.section_payloads):
+        sections.append(
+            dataclasses.replace(
+                s, crc=layout.crc32(d), length=len(d), offset=pos if fix_offsets else s.offset
+            )
+        )
+        pos += len(d)
+    for b, d in zip(p.bricks, p.brick_payloads):
+        bricks.append(dataclasses.replace(b, crc=layout.crc32(d), offset=pos if fix_offsets else b.offset))
+        pos += len(d)
+    head = h.pack()
+    table = b"".join(b.pack() for b in bricks) + b"".join(s.pack() for s in sections)
+    table += struct.pack("<I", layout.table_crc(head, table))
+    return head + table + b"".join(p.section_payloads) + b"".join(p.brick_payloads)
+
+
+def write(tmp_path, data: bytes, name="f.vmg"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# -- round trips ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("brick_shape", [None, (8, 16, 16), (32, 5, 64)])
+@pytest.mark.parametrize("background", [False, True])
+def test_save_load_gives_quantized_model_and_resave_is_byte_identical(tmp_path, brick_shape, background):
+    gv = random_volume((32, 64, 64), n=200, seed=1, mapping=U16)
+    if background:
+        gv = with_background(gv)
+    gv = gv.replace(spacing=(2.0, 0.3, 0.25))
+    path = container.save(gv, tmp_path / "a.vmg", brick_shape=brick_shape)
+    assert path == tmp_path / "a.vmg"
+    assert os.path.getsize(path) == container.file_size(gv, brick_shape=brick_shape)
+    loaded = container.load(path)
+    assert_same_model(loaded, container.quantize(gv, brick_shape=brick_shape))
+    container.save(loaded, tmp_path / "b.vmg", brick_shape=brick_shape)
+    assert (tmp_path / "a.vmg").read_bytes() == (tmp_path / "b.vmg").read_bytes()
+    # quantising is idempotent: a loaded model is already exactly representable
+    assert_same_model(container.quantize(loaded, brick_shape=brick_shape), loaded)
+    if brick_shape is None:  # one brick keeps the Gaussians' order
+        np.testing.assert_allclose(loaded.amplitudes, gv.amplitudes, rtol=2**-11)
+
+
+def test_package_level_load_and_method_save(tmp_path):
+    gv = random_volume(n=20, seed=4)
+    path = gv.save(tmp_path / "m.vmg")
+    assert_same_model(napari_volmicro.load(path), container.quantize(gv))
+    assert_same_model(napari_volmicro.load(str(path)), container.quantize(gv))
+
+
+def test_file_is_22_bytes_per_gaussian_plus_fixed_overhead():
+    small, big = random_volume(n=10, seed=0), random_volume(n=1010, seed=0)
+    assert container.file_size(big) - container.file_size(small) == 1000 * 22
+    overhead = layout.HEADER_SIZE + layout.BRICK.size + layout.TABLE_CRC_SIZE
+    assert container.file_size(small) == overhead + 10 * 22 == 180 + 220
+    bg = with_background(small)
+    assert container.file_size(bg) == container.file_size(small) + layout.SECTION.size + 16 + 3 * 5 * 4 * 4
+
+
+def test_quantisation_error_bounds():
+    shape = (100, 647, 813)
+    gv = random_volume(shape, n=2000, seed=5, scale_range=(0.3, 40.0))
+    q = container.quantize(gv)
+    # positions: uint16 over (at most) the volume extent: error <= extent / 65535 / 2 (+ float32 rounding)
+    err = np.abs(q.centers.astype(np.float64) - gv.centers)
+    bound = np.asarray(shape) / 65535 / 2 + np.spacing(np.float32(max(shape)))
+    assert np.all(err <= bound), (err.max(axis=0), bound)
+    assert err[:, 2].max() > 0.2 * 813 / 65535 / 2  # really quantised, not stored as floats
+    # scales and amplitudes: float16, relative error <= 2^-11
+    np.testing.assert_allclose(q.scales, gv.scales, rtol=2**-11, atol=0)
+    np.testing.assert_allclose(q.amplitudes, gv.amplitudes, rtol=2**-11, atol=0)
+    # rotations: same rotation (q and -q are equal), to float16 precision
+    np.testing.assert_allclose(q.rotations(), gv.rotations(), atol=2e-3)
+    np.testing.assert_allclose(np.linalg.norm(q.quaternions, axis=1), 1.0, atol=1e-6)
+
+
+def test_extreme_values_are_clamped_into_float16_range():
+    gv = GaussianVolume(
+        (10, 10, 10),
+        centers=[[-30.0, 4.0, 12.5], [5.0, 5.0, 5.0]],
+        scales=[[1e-7, 1e5, 2.0], [1.0, 1.0, 1.0]],
+        quaternions=[[0.0, 0.0, 0.0, -1.0], [1.0, 1e-9, 0.0, 0.0]],
+        amplitudes=[1e6, -3.0],
+    )
+    q = container.quantize(gv)
+    assert np.all(np.isfinite(q.scales)) and np.all(q.scales > 0)
+    assert q.scales[0, 0] == np.float32(np.finfo(np.float16).tiny)
+    assert q.scales[0, 1] == np.float32(65504)
+    assert q.amplitudes[0] == np.float32(65504) and q.amplitudes[1] == -3
+    # centres outside the volume are kept (the position box covers them exactly)
+    np.testing.assert_array_equal(q.centers[0], [-30.0, 4.0, 12.5])
+    np.testing.assert_allclose(q.rotations(), gv.rotations(), atol=1e-3)
+
+
+def test_decoding_after_save_load_matches_memory_within_0_05_db(tmp_path):
+    shape = (32, 64, 64)
+    gv = random_volume(shape, n=400, seed=7, mapping=U16)
+    ev = fast_evaluator()
+    memory = gv.decode(evaluator=ev)
+    # a realistic "original": the model plus noise, about 40 dB below the peak
+    rng = np.random.default_rng(0)
+    peak = float(memory.max() - memory.min())
+    original = np.clip(memory + rng.normal(0, 0.01 * peak, size=shape), 0, 65535).round().astype(np.uint16)
+    from_file = container.load(container.save(gv, tmp_path / "d.vmg")).decode(evaluator=ev)
+    p_mem, p_file = psnr_full(original, memory), psnr_full(original, from_file)
+    assert 30 < p_mem < 50
+    assert abs(p_mem - p_file) <= 0.05, (p_mem, p_file)
+    assert psnr_full(memory, from_file) > 55  # the file changes the decode by far less than the noise
+    assert not np.array_equal(memory, from_file)  # ... but it is quantised
+
+
+def test_empty_model_round_trips_and_decodes_to_background(tmp_path):
+    mapping = IntensityMapping(offset=25.0, scale=200.0, dtype=np.uint8)
+    gv = GaussianVolume.empty((5, 6, 7), mapping=mapping, spacing=(3.0, 1.0, 1.0))
+    path = container.save(gv, tmp_path / "e.vmg")
+    assert os.path.getsize(path) == 180
+    loaded = container.load(path)
+    assert_same_model(loaded, gv)
+    assert np.all(loaded.decode(evaluator="reference") == 25)
+    vmg = container.VmgFile(path)
+    assert vmg.bricks[0].count == 0 and vmg.bricks_for_region(None) == []
+    assert container.VmgFile(container.save(gv, tmp_path / "e2.vmg", brick_shape=(2, 2, 2))).n_gaussians == 0
+
+
+def test_background_field_round_trips_exactly(tmp_path):
+    gv = with_background(random_volume(n=30, seed=2, mapping=U16))
+    loaded = container.load(container.save(gv, tmp_path / "bg.vmg"))
+    np.testing.assert_array_equal(loaded.background, gv.background)
+    assert BACKGROUND_WRITE_CODE == 7  # float32
+    assert container.read_info(tmp_path / "bg.vmg")["background_shape"] == [3, 5, 4]
+    ev = fast_evaluator()
+    np.testing.assert_array_equal(loaded.decode(evaluator=ev), container.quantize(gv).decode(evaluator=ev))
+
+
+def test_read_info_reports_header_fields_without_reading_payloads(tmp_path):
+    gv = random_volume((20, 30, 40), n=50, seed=3, mapping=U16).replace(spacing=(2.0, 0.5, 0.5))
+    path = container.save(gv, tmp_path / "i.vmg")
+    info = container.read_info(path)
+    size = os.path.getsize(path)
+    assert info["shape"] == [20, 30, 40] and info["dtype"] == "uint16"
+    assert info["spacing"] == [2.0, 0.5, 0.5]
+    assert info["n_gaussians"] == 50 and info["n_bricks"] == 1 and info["format_version"] == 1
+    assert info["intensity_offset"] == 100.0 and info["intensity_scale"] == 4000.0
+    assert info["file_bytes"] == size and info["complete"] is True
+    assert info["bpp"] == pytest.approx(8 * size / (20 * 30 * 40))
+    assert info["ratio"] == pytest.approx(20 * 30 * 40 * 2 / size)
+    vmg = container.VmgFile(path)
+    assert vmg.bytes_read == 180  # header + table only; the 50 * 22 payload bytes were not read
+
+
+def test_atomic_save_leaves_no_temp_file_and_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    gv = random_volume(n=10, seed=1)
+    path = container.save(gv, tmp_path / "x.vmg")
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        container.save(random_volume(n=11, seed=2), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.vmg"]
+
+
+# -- bricks and regions ------------------------------------------------------------------
+
+
+def test_multi_brick_load_region_reads_only_needed_bricks_and_decodes_exactly(tmp_path):
+    shape = (32, 64, 64)
+    gv = random_volume(shape, n=300, seed=11, scale_range=(0.5, 2.5), mapping=U16)
+    path = container.save(gv, tmp_path / "m.vmg", brick_shape=(16, 16, 16))
+    vmg = container.VmgFile(path)
+    assert len(vmg.bricks) == 32  # every 16^3 brick of a 2 x 4 x 4 grid holds some of 300 centres
+    full = vmg.load()
+    region = (slice(0, 10), slice(20, 40), slice(3, 30, 2))
+    wanted = vmg.bricks_for_region(region)
+    assert 0 < len(wanted) < len(vmg.bricks)
+    # every Gaussian whose 3-sigma box meets the region is in a selected brick
+    starts = np.cumsum([0] + [b.count for b in vmg.bricks])
+    selected = np.zeros(full.n_gaussians, bool)
+    for i in wanted:
+        selected[starts[i] : starts[i + 1]] = True
+    ext = full.extents()
+    first, last = np.array([0, 20, 3]), np.array([9, 39, 29])
+    meets = np.all((full.centers - ext <= last) & (full.centers + ext >= first), axis=1)
+    assert np.all(selected[meets]) and meets.sum() < full.n_gaussians
+    # reading the region touches only the selected bricks' payload bytes
+    before = vmg.bytes_read
+    part = vmg.load_region(region)
+    assert vmg.bytes_read - before == sum(vmg.bricks[i].count for i in wanted) * 22
+    assert part.n_gaussians == selected.sum()
+    sub = full.subset(selected)
+    for f in ("centers", "scales", "amplitudes"):
+        np.testing.assert_array_equal(getattr(part, f), getattr(sub, f))
+    # GaussianVolume re-normalises quaternions on construction: equal to float32 rounding
+    np.testing.assert_allclose(part.quaternions, sub.quaternions, rtol=0, atol=1e-7)
+    got = part.decode(region, evaluator="reference")
+    want = full.decode(region, evaluator="reference")
+    np.testing.assert_array_equal(got, want)
+
+
+def test_truncated_many_brick_file_still_reads_intact_bricks(tmp_path):
+    gv = random_volume((32, 64, 64), n=120, seed=12)
+    path = container.save(gv, tmp_path / "t.vmg", brick_shape=(16, 32, 32))
+    data = path.read_bytes()
+    full = container.VmgFile(path)
+    cut = full.bricks[3].offset + 5  # inside brick 3's payload
+    short = write(tmp_path, data[:cut], "short.vmg")
+    vmg = container.VmgFile(short)
+    assert not vmg.complete and vmg.info["complete"] is False
+    intact = vmg.load_bricks([0, 1, 2])
+    assert_same_model(intact, full.load_bricks([0, 1, 2]))
+    with pytest.raises(FormatError, match=r"brick 3: truncated"):
+        vmg.load_bricks([3])
+    with pytest.raises(FormatError, match=r"short\.vmg: truncated.*bricks cut off"):
+        container.load(short)
+
+
+def test_unknown_optional_section_is_skipped_unknown_required_section_is_refused(tmp_path):
+    gv = with_background(random_volume(n=15, seed=6))
+    p = split(container.to_bytes(gv))
+    extra = layout.SectionInfo(type=77, flags=0, crc=0, offset=0, length=5)
+    p.sections.append(extra)
+    p.section_payloads.append(b"hello")
+    loaded = container.load(write(tmp_path, assemble(p), "opt.vmg"))
+    assert_same_model(loaded, container.quantize(gv))
+    p.sections[-1] = dataclasses.replace(extra, flags=layout.SECTION_REQUIRED)
+    with pytest.raises(UnsupportedVersionError, match=r"req\.vmg: section 1 has type 77.*required"):
+        container.load(write(tmp_path, assemble(p), "req.vmg"))
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def valid(tmp_path):
+    gv = with_background(random_volume((16, 24, 20), n=25, seed=8, mapping=U16))
+    return container.to_bytes(gv, brick_shape=(8, 24, 20))
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        container.load(tmp_path / "nope.vmg")
+    with pytest.raises(IsADirectoryError):
+        container.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"", r"not a \.vmg|truncated header"),
+        (b"VMG\x00\r\n", r"truncated header"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(100), r"not a \.vmg file"),
+        (b"II*\x00" + bytes(200), r"not a \.vmg file"),
+    ],
+)
+def test_not_a_vmg_file(tmp_path, data, match):
+    with pytest.raises(FormatError, match=match):
+        container.load(write(tmp_path, data))
+
+
+def test_newer_version_is_reported_even_with_an_unknown_header(tmp_path, valid):
+    data = bytearray(valid)
+    data[8:10] = struct.pack("<H", 2)
+    with pytest.raises(
+        UnsupportedVersionError, match=r"f\.vmg: written by format version 2; .*up to 1, upgrade"
+    ):
+        container.load(write(tmp_path, bytes(data[:12])))
+    with pytest.raises(UnsupportedVersionError):
+        container.read_info(write(tmp_path, bytes(data)))
+
+
+@pytest.mark.parametrize(
+    "where, match",
+    [
+        (lambda v: 30, r"header checksum mismatch"),
+        (lambda v: layout.HEADER_SIZE + 50, r"table checksum mismatch"),
+        (lambda v: split(v).sections[0].offset + 20, r"section 0 \(type 1\) checksum mismatch"),
+        (lambda v: split(v).bricks[1].offset + 3, r"brick 1: payload checksum mismatch"),
+        (lambda v: len(v) - 1, r"brick 1: payload checksum mismatch"),
+    ],
+)
+def test_bit_flip_is_a_checksum_error_naming_the_part(tmp_path, valid, where, match):
+    data = bytearray(valid)
+    data[where(valid)] ^= 0x10
+    with pytest.raises(ChecksumError, match=r"f\.vmg: .*" + match):
+        container.load(write(tmp_path, bytes(data)))
+
+
+def test_truncation_anywhere_and_trailing_bytes(tmp_path, valid):
+    p = split(valid)
+    for cut, match in [
+        (50, "truncated header"),
+        (layout.HEADER_SIZE + 10, "truncated brick/section table"),
+        (p.sections[0].offset + 3, "truncated: the sections"),
+        (p.bricks[1].offset, "truncated: the file has"),
+        (len(valid) - 1, "truncated"),
+    ]:
+        with pytest.raises(FormatError, match=match):
+            container.load(write(tmp_path, valid[:cut]))
+    with pytest.raises(FormatError, match="3 unexpected bytes after the end"):
+        container.load(write(tmp_path, valid + b"abc"))
+
+
+def _craft(valid, header=None, brick=None, section=None, payload=None):
+    p = split(valid)
+    if header:
+        p.header = dataclasses.replace(p.header, **header)
+    if brick:
+        p.bricks[0] = dataclasses.replace(p.bricks[0], **brick)
+    if section:
+        p.sections[0] = dataclasses.replace(p.sections[0], **section)
+    if payload:
+        p.brick_payloads[0] = payload(p.brick_payloads[0])
+    return assemble(p)
+
+
+def _set_f16(plane: int, value):
+    def patch(buf):
+        n = len(buf) // 22
+        arr = np.frombuffer(buf, "<u2").reshape(11, n).copy()
+        arr[plane].view("<f2")[0] = value
+        return arr.tobytes()
+
+    return patch
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(header=dict(shape=(0, 24, 20))), r"header shape \(0, 24, 20\) is invalid"),
+        (dict(header=dict(dtype_code=42)), r"header dtype code 42 is unknown"),
+        (dict(header=dict(spacing=(1.0, float("nan"), 1.0))), r"header spacing .* is invalid"),
+        (dict(header=dict(scale=0.0)), r"intensity scale 0.0 is invalid"),
+        (dict(header=dict(offset=float("inf"))), r"intensity offset inf is not finite"),
+        (dict(header=dict(n_gaussians=26)), r"inconsistent counts: the header says 26 Gaussians"),
+        (dict(header=dict(flags=4)), r"header flags 0x0004"),
+        (dict(brick=dict(count=3)), r"inconsistent counts|payload starts at byte"),
+        (dict(brick=dict(core_hi=(8, 24, 99))), r"brick 0 core bounds 0:99 on axis X"),
+        (dict(brick=dict(pos_lo=(float("nan"), 0.0, 0.0))), r"brick 0 has a NaN or infinite"),
+        (dict(brick=dict(pos_lo=(5.0, 0.0, 0.0), pos_hi=(1.0, 9.0, 9.0))), r"position box .* has lo > hi"),
+        (dict(brick=dict(reach_hi=(3.0, 3.0, 3.0))), r"outside the stored reach box"),
+        (dict(section=dict(flags=0x8001)), r"section 0 has flags 0x8001"),
+        (dict(payload=_set_f16(3, np.nan)), r"brick 0: Gaussian 0 has a NaN or infinite value in its scales"),
+        (dict(payload=_set_f16(5, -1.0)), r"brick 0: Gaussian 0 has a scale <= 0"),
+        (dict(payload=_set_f16(10, np.inf)), r"infinite value in its amplitudes"),
+    ],
+)
+def test_fields_with_valid_checksums_are_still_validated(tmp_path, valid, changes, match):
+    data = _craft(valid, **changes)
+    with pytest.raises(FormatError, match=r"f\.vmg: .*" + match):
+        container.load(write(tmp_path, data))
+
+
+def test_all_zero_quaternion_and_bad_background_are_refused(tmp_path, valid):
+    def zero_quat(buf):
+        n = len(buf) // 22
+        arr = np.frombuffer(buf, "<u2").reshape(11, n).copy()
+        arr[6:10, 2] = 0
+        return arr.tobytes()
+
+    with pytest.raises(FormatError, match=r"Gaussian 2 has an all-zero quaternion"):
+        container.load(write(tmp_path, _craft(valid, payload=zero_quat)))
+    p = split(valid)
+    bg = bytearray(p.section_payloads[0])
+    bg[16:20] = np.float32(np.nan).tobytes()
+    p.section_payloads[0] = bytes(bg)
+    with pytest.raises(FormatError, match=r"background section 0: the grid contains NaN"):
+        container.load(write(tmp_path, assemble(p)))
+    p.section_payloads[0] = bytes(bg[:-4])
+    with pytest.raises(FormatError, match=r"background section 0: \d+ bytes, expected"):
+        container.load(write(tmp_path, assemble(p)))
+
+
+def test_payloads_out_of_order_are_refused(tmp_path, valid):
+    p = split(valid)
+    p.bricks[0] = dataclasses.replace(p.bricks[0], offset=p.bricks[0].offset + 22)
+    with pytest.raises(FormatError, match=r"brick 0 payload starts at byte \d+, expected"):
+        container.load(write(tmp_path, assemble(p, fix_offsets=False)))
+
+
+def test_float16_background_written_by_another_writer_is_read(tmp_path, valid):
+    p = split(valid)
+    grid = np.frombuffer(p.section_payloads[0], "<f4", offset=16).reshape(3, 5, 4)
+    head = struct.pack("<B3s3I", 9, b"\0\0\0", 3, 5, 4)
+    p.section_payloads[0] = head + grid.astype("<f2").tobytes()
+    loaded = container.load(write(tmp_path, assemble(p)))
+    np.testing.assert_array_equal(loaded.background, grid.astype(np.float16).astype(np.float32))
+    assert loaded.background.dtype == np.float32
+
+
+def test_load_bricks_checks_indices(tmp_path, valid):
+    vmg = container.VmgFile(write(tmp_path, valid))
+    assert len(vmg.bricks) == 2
+    with pytest.raises(InputError, match="brick index 2 is out of range"):
+        vmg.load_bricks([2])
+    both = vmg.load_bricks([1, 0, 1])  # sorted, duplicates dropped
+    assert both.n_gaussians == vmg.n_gaussians == 25
