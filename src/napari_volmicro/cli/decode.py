@@ -1,6 +1,7 @@
 """``volmicro decode IN.vmg -o OUT.tif``: decode a whole volume or a region to TIFF or .npy.
 
 With ``--roi`` only the bricks whose Gaussians can reach the region are read.
+``-o OUT.zarr`` writes the whole volume as OME-Zarr, chunk by chunk.
 The time printed is the decode alone (not reading or writing files).
 """
 
@@ -23,7 +24,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("input", metavar="IN.vmg", help="compressed volume")
     p.add_argument(
-        "-o", "--output", required=True, metavar="OUT.tif", help="output file (.tif, .tiff or .npy)"
+        "-o", "--output", required=True, metavar="OUT.tif",
+        help="output file (.tif, .tiff or .npy), or OUT.zarr (OME-Zarr, whole volume, written chunk by chunk)"
     )
     p.add_argument(
         "--roi",
@@ -50,6 +52,26 @@ def _region_text(grid) -> str:
     return ",".join(parts)
 
 
+def _run_zarr(args, out: Path) -> int:
+    """Whole volume to OME-Zarr, chunk by chunk (each chunk reads only the bricks that reach it)."""
+    from ..bricks import decode_to_zarr
+    from . import print_json
+
+    if args.roi is not None:
+        raise InputError(f"-o {out}: --roi writes a .tif, .tiff or .npy; OME-Zarr output is for the whole volume")
+    t0 = time.perf_counter()
+    info = decode_to_zarr(args.input, out, evaluator=args.evaluator)
+    seconds = time.perf_counter() - t0
+    shape_text = " x ".join(str(s) for s in info["shape"])
+    print(f"decoded {shape_text} {info['dtype']} from {args.input} in {info['n_chunks']} chunks "
+          f"with the {args.evaluator} evaluator in {seconds:.3f} s -> {out} (OME-Zarr)")
+    if args.json:
+        print_json({"input": str(args.input), "path": str(out), "shape": info["shape"], "dtype": info["dtype"],
+                    "chunks": info["chunks"], "evaluator": args.evaluator, "bytes_read": info["bytes_read"],
+                    "seconds": seconds})
+    return 0
+
+
 def run(args) -> int:
     from ..container import VmgFile
     from ..region import full_grid, parse_roi
@@ -59,9 +81,11 @@ def run(args) -> int:
     if args.k <= 0:
         raise VolmicroError(f"--k must be a positive integer (neighbours per voxel), got {args.k}")
     out = Path(args.output)
+    if out.suffix.lower() == ".zarr":
+        return _run_zarr(args, out)
     if out.suffix.lower() not in TIFF_SUFFIXES + NPY_SUFFIXES:
         raise InputError(
-            f"-o {out}: unsupported extension {out.suffix or '(none)'!r}; use .tif, .tiff or .npy"
+            f"-o {out}: unsupported extension {out.suffix or '(none)'!r}; use .tif, .tiff, .npy or .zarr"
         )
     vmg = VmgFile(args.input)
     if args.roi is None:

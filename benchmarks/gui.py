@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""GUI responsiveness of the napari plugin (run under Xvfb: ``xvfb-run -a python benchmarks/gui.py``).
+
+1. Main-thread stall while training runs: a 5 ms QTimer heartbeat records
+   the longest gap between ticks while the Compress widget trains on the
+   Purkinje sample (real Trainer, live reconstruction and Points refreshes
+   included). Target: no stall over 100 ms.
+2. Slice change -> decoded region on screen: the sample ``.vmg`` opened in a
+   1024 x 1024 canvas showing a whole 256 x 256 slice; for each slice change,
+   the time from ``dims.set_current_step`` until the layer holds the new slice
+   and the canvas has drawn it. Target: <= 200 ms.
+
+Timings on a shared 2-core CPU are noisy; the script prints medians and maxima.
+It uses napari's private canvas (draw event, canvas size) only to time the screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "src" / "napari_volmicro" / "_data"
+
+
+def _pump(app, seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.001)
+
+
+class Heartbeat:
+    """QTimer ticking every ``interval_ms``; records gaps between ticks (ms)."""
+
+    def __init__(self, interval_ms=5):
+        from qtpy.QtCore import QTimer
+
+        self.gaps = []
+        self._last = None
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self._last is not None:
+            self.gaps.append((now - self._last) * 1000)
+        self._last = now
+
+    def start(self):
+        self._last = None
+        self.timer.start()
+
+    def stop(self):
+        self.timer.stop()
+
+
+def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s: float = 10.0):
+    import napari
+    import tifffile
+
+    from napari_volmicro._napari._compress import CompressWidget
+
+    volume = tifffile.imread(DATA / "purkinje_flowdec.tif")
+    if crop:
+        volume = np.ascontiguousarray(volume[:, 64:192, 64:192])
+    viewer = napari.Viewer(show=True)
+    viewer.add_image(volume, name="purkinje")
+    widget = CompressWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Compress")
+    widget.steps_spin.setValue(steps)
+    hb = Heartbeat()
+    _pump(app, 1.0)
+    # baseline: the same viewer, idle, for a few seconds (what the machine's load alone costs)
+    hb.start()
+    _pump(app, baseline_s)
+    hb.stop()
+    base = np.asarray(hb.gaps)
+    print(
+        f"idle baseline ({baseline_s:.0f} s, no training): heartbeat gaps max {base.max():.0f} ms, "
+        f"p99 {np.percentile(base, 99):.0f} ms, median {np.median(base):.1f} ms"
+    )
+    hb = Heartbeat()
+    hb.start()
+    t0 = time.perf_counter()
+    widget.start()
+    start_call_ms = (time.perf_counter() - t0) * 1000
+    updates = [0]
+    widget.worker.yielded.connect(lambda u: updates.__setitem__(0, updates[0] + 1))
+    while widget.worker is not None and time.perf_counter() - t0 < seconds:
+        app.processEvents()
+        time.sleep(0.001)
+    hb.stop()
+    if widget.worker is not None:
+        widget.stop()
+        while widget.worker is not None:
+            app.processEvents()
+            time.sleep(0.005)
+    gaps = np.asarray(hb.gaps)
+    steps_done = widget.progress.value()
+    print(
+        f"training stall: volume {volume.shape}, {time.perf_counter() - t0:.0f} s, {steps_done} steps, "
+        f"{updates[0]} GUI updates; Start click {start_call_ms:.0f} ms; heartbeat gaps: "
+        f"max {gaps.max():.0f} ms, p99 {np.percentile(gaps, 99):.0f} ms, median {np.median(gaps):.1f} ms "
+        f"({'OK' if gaps.max() <= 100 else 'OVER'} target 100 ms)"
+    )
+    worst = np.sort(gaps)[-5:][::-1]
+    print(f"  five longest gaps (ms): {', '.join(f'{g:.0f}' for g in worst)}")
+    viewer.close()
+    return gaps.max()
+
+
+def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int):
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1700, 1300)
+    image, _ = viewer.open(str(vmg), plugin="napari-volmicro")
+    _pump(app, 0.5)
+    viewer.canvas.size = (1024, 1024)
+    _pump(app, 0.5)
+    widget = next(w for name, w in viewer.window.dock_widgets.items() if name.startswith("Browse"))
+    widget.evaluator_combo.setCurrentText(evaluator)
+    widget.k_spin.setValue(k)
+    browser = widget.browser
+    gv = browser.gv
+    viewer.reset_view()
+    viewer.scene.camera.zoom = 1024 / max(gv.shape[1:]) / max(browser.base_scale[1:])  # slice fills the canvas
+    _pump(app, 1.0)
+    while browser.busy:
+        _pump(app, 0.05)
+    draws = []
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    scene.events.draw.connect(lambda e: draws.append(time.perf_counter()))
+    times, decode_ms = [], []
+    h, w = viewer.canvas.size
+    zs = np.linspace(2, gv.shape[0] - 3, n_slices).round().astype(int)
+    for z in zs:
+        if browser.last is not None and browser.last.request.grid.start[0] == z:
+            continue
+        _pump(app, 0.3)  # let the debounce window pass: each change is a fresh one
+        draws.clear()
+        t0 = time.perf_counter()
+        viewer.dims.set_current_step(0, int(z))
+        target = int(round((viewer.dims.point[0] - browser.base_translate[0]) / browser.base_scale[0]))
+        while True:
+            app.processEvents()
+            last = browser.last
+            if last is not None and last.request.grid.start[0] == target and not browser.busy:
+                shown_at = time.perf_counter()
+                break
+            time.sleep(0.0005)
+        # wait for the canvas to draw the new data
+        while not draws or draws[-1] < shown_at:
+            app.processEvents()
+            time.sleep(0.0005)
+            if time.perf_counter() - shown_at > 1.0:
+                break
+        times.append((draws[-1] - t0) * 1000 if draws else float("nan"))
+        decode_ms.append(last.seconds * 1000)
+    g = browser.last.request.grid
+    kk = f", K={k}" if evaluator == "knn" else ""
+    print(
+        f"slice -> screen ({evaluator}{kk}): canvas {h}x{w}, "
+        f"decoded {g.shape[1]}x{g.shape[2]} voxels (step {g.step[1]}) of a {gv.n_gaussians}-Gaussian model; "
+        f"median {statistics.median(times):.0f} ms, max {max(times):.0f} ms over {len(times)} slices "
+        f"(decode median {statistics.median(decode_ms):.0f} ms) "
+        f"({'OK' if statistics.median(times) <= 200 else 'OVER'} target 200 ms)"
+    )
+    viewer.close()
+    return times
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vmg", type=Path, default=DATA / "purkinje_sample.vmg")
+    ap.add_argument("--train-seconds", type=float, default=60.0)
+    ap.add_argument("--train-steps", type=int, default=300)
+    ap.add_argument("--crop", action="store_true", help="train on a 50x128x128 crop (faster)")
+    ap.add_argument("--slices", type=int, default=12)
+    ap.add_argument("--skip-training", action="store_true")
+    args = ap.parse_args(argv)
+
+    import napari  # noqa: F401  (creates the Qt app through napari)
+    from napari.qt import get_qapp
+    from qtpy.QtWidgets import QApplication
+
+    app = get_qapp()
+    assert isinstance(app, QApplication)
+    for ev, k in (("knn", 32), ("dense", 32)):
+        bench_slice_to_screen(app, args.vmg, ev, k, args.slices)
+    if not args.skip_training:
+        bench_training_stall(app, args.train_seconds, args.train_steps, args.crop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+"""Compress dock widget: train Gaussians on a 3D image layer, live.
+
+A thin view over ``napari_volmicro.encode.Trainer``: the training loop runs in
+a napari generator worker (``training_updates``), and this widget only turns
+its updates into a progress bar, a plot, a live reconstruction Image layer and
+a Points layer of centres, all on the main thread. Stop ends training after
+the current step (the trainer keeps the current model); Save writes the model
+to ``.vmg`` atomically. The worker is stopped when the source layer is
+deleted and when the viewer window closes.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import VolmicroError
+from ._layers import points_layer_data, same_layer, update_points_layer
+from ._plot import LossPlot
+from ._qt_utils import watch_window_close
+
+#: metadata key marking the live reconstruction layer (so it is not offered as a source)
+RECON_KEY = "volmicro_reconstruction"
+
+BUDGETS = {  # label -> (Trainer keyword, default, min, max, decimals)
+    "bits per voxel": ("bpp", 0.073, 0.001, 32.0, 3),
+    "ratio": ("ratio", 400.0, 1.0, 1e6, 1),
+    "Gaussians": ("gaussians", 2000, 1, 10_000_000, 0),
+}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_source_layer(layer) -> str | None:
+    """Why ``layer`` cannot be compressed (a message), or None if it can."""
+    from napari.layers import Image
+
+    if layer is None:
+        return "add a 3D image layer to compress"
+    if not isinstance(layer, Image):
+        return f"'{layer.name}' is a {type(layer).__name__} layer; pick a 3D image layer"
+    if getattr(layer, "rgb", False):
+        return f"'{layer.name}' is RGB; compress one channel (split it into single-channel layers)"
+    if getattr(layer, "multiscale", False):
+        return f"'{layer.name}' is multiscale; open its full-resolution level as a plain image"
+    if layer.ndim != 3:
+        return f"'{layer.name}' is {layer.ndim}D; the compressor needs a 3D (Z, Y, X) volume"
+    if min(layer.data.shape) < 8:
+        return f"'{layer.name}' has shape {tuple(layer.data.shape)}; each axis needs at least 8 voxels"
+    return None
+
+
+def _presets():
+    try:
+        from ..encode.config import PRESETS
+
+        return tuple(PRESETS)
+    except Exception:  # encoder not installed yet / no preset table
+        return ("default",)
+
+
+class CompressWidget(QWidget):
+    """Pick a 3D image layer and a size budget, train, watch, stop, save."""
+
+    #: progress/plot updates reach the GUI at most this often (seconds)
+    throttle_s = 0.3
+    #: a live reconstruction is requested this often (seconds)
+    snapshot_every_s = 3.0
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = None
+        self.trainer = None
+        self.model = None  # the latest GaussianVolume (snapshot or final)
+        self.result = None  # the final Result
+        self.source = None  # the layer being compressed
+        self.recon_layer = None
+        self.points_layer = None
+        self._placement = None
+        self._close_watcher = None
+        self._pending_points = None
+        self._cancel = threading.Event()
+        self.thread_done = threading.Event()
+        self.trainer_factory = None  # tests may substitute; default napari_volmicro.encode.Trainer
+
+        self.layer_combo = QComboBox()
+        self.layer_note = QLabel()
+        self.layer_note.setWordWrap(True)
+        self.budget_kind = QComboBox()
+        self.budget_kind.addItems(BUDGETS)
+        self.budget_value = QDoubleSpinBox()
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(_presets())
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(0, 1_000_000)
+        self.steps_spin.setSpecialValueText("preset default")
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.start_button = QPushButton("Start")
+        self.stop_button = QPushButton("Stop")
+        self.save_button = QPushButton("Save .vmg...")
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m steps")
+        self.eta_label = QLabel("")
+        self.plot = LossPlot()
+        self.summary_label = QLabel("")
+        self.summary_label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image layer", self.layer_combo)
+        form.addRow(self.layer_note)
+        budget_row = QHBoxLayout()
+        budget_row.addWidget(self.budget_kind)
+        budget_row.addWidget(self.budget_value)
+        form.addRow("Budget", budget_row)
+        form.addRow("Preset", self.preset_combo)
+        form.addRow("Steps", self.steps_spin)
+        form.addRow("Seed", self.seed_spin)
+        form.addRow("Device", self.device_combo)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.stop_button, self.save_button):
+            buttons.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.eta_label)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.summary_label)
+        layout.addStretch(1)
+
+        self.budget_kind.currentTextChanged.connect(self._on_budget_kind)
+        self.layer_combo.currentIndexChanged.connect(self._on_layer_choice)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.save_button.clicked.connect(self._save_dialog)
+        ev = self.viewer.layers.events
+        ev.inserted.connect(self._refill_layers)
+        ev.removed.connect(self._on_layer_removed)
+        ev.reordered.connect(self._refill_layers)
+        self._on_budget_kind(self.budget_kind.currentText())
+        self._refill_layers()
+        self._set_running(False)
+
+    # -- inputs -------------------------------------------------------------------
+
+    def _on_budget_kind(self, label):
+        _, default, lo, hi, decimals = BUDGETS[label]
+        self.budget_value.setDecimals(decimals)
+        self.budget_value.setRange(lo, hi)
+        self.budget_value.setValue(default)
+
+    def _refill_layers(self, *_):
+        current = self.layer_combo.currentText()
+        names = [lyr.name for lyr in self.viewer.layers if not _made_by_us(lyr)]
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentIndex(names.index(current))
+        else:  # prefer the first valid 3D image
+            for i, lyr in enumerate(lyr for lyr in self.viewer.layers if not _made_by_us(lyr)):
+                if check_source_layer(lyr) is None:
+                    self.layer_combo.setCurrentIndex(i)
+                    break
+        self.layer_combo.blockSignals(False)
+        self._on_layer_choice()
+
+    def selected_layer(self):
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_layer_choice(self, *_):
+        problem = check_source_layer(self.selected_layer())
+        self.layer_note.setText(problem or "")
+        self.start_button.setEnabled(problem is None and self.worker is None)
+
+    def budget(self) -> dict:
+        key = BUDGETS[self.budget_kind.currentText()][0]
+        value = self.budget_value.value()
+        return {key: int(value) if key == "gaussians" else float(value)}
+
+    # -- run ----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(self):
+        """Start training on the selected layer (does nothing if already running)."""
+        from napari.qt.threading import create_worker
+        from napari.utils.notifications import show_error, show_info
+
+        from ._training_loop import training_updates
+
+        if self.worker is not None:
+            show_info("training is already running; Stop it first")
+            return
+        layer = self.selected_layer()
+        problem = check_source_layer(layer)
+        if problem:
+            show_error(problem)
+            return
+        volume = np.asarray(layer.data)
+        factory = self.trainer_factory
+        if factory is None:
+            from ..encode import Trainer as factory
+        steps = self.steps_spin.value() or None
+        try:
+            trainer = factory(
+                volume,
+                spacing=tuple(float(s) for s in layer.scale[-3:]),
+                preset=self.preset_combo.currentText(),
+                steps=steps,
+                seed=self.seed_spin.value(),
+                device=self.device_combo.currentText(),
+                **self.budget(),
+            )
+        except VolmicroError as exc:
+            show_error(f"cannot compress '{layer.name}': {exc}")
+            return
+        self.trainer, self.source, self.model, self.result = trainer, layer, None, None
+        self._placement = (tuple(layer.scale[-3:]), tuple(layer.translate[-3:]))
+        self._contrast = tuple(layer.contrast_limits)
+        self._make_output_layers(volume)
+        self.plot.clear()
+        self.summary_label.setText("")
+        self.progress.setRange(0, max(1, int(trainer.total_steps)))
+        self.progress.setValue(0)
+        self._cancel = threading.Event()
+        self.thread_done = threading.Event()  # set by the worker thread when training ends
+        worker = create_worker(
+            training_updates,
+            trainer,
+            volume,
+            throttle_s=self.throttle_s,
+            snapshot_every_s=self.snapshot_every_s,
+            cancel=self._cancel,
+            finished=self.thread_done,
+            _start_thread=False,
+        )
+        worker.yielded.connect(self._on_update)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._watch_window()
+        self._set_running(True)
+        worker.start()
+
+    def stop(self):
+        """End training after the current step; the current model is kept (and summarised)."""
+        if self.trainer is not None and self.worker is not None:
+            self.trainer.stop()
+            self.eta_label.setText("stopping after the current step...")
+
+    def abort(self, wait_ms: int = 10_000) -> bool:
+        """Stop training, skip the summary, and block (up to ``wait_ms``) until the thread is done.
+
+        Used when the viewer closes: no event loop runs while waiting. Returns
+        True if the training thread ended in time.
+        """
+        if self.worker is None:
+            return True
+        self._cancel.set()
+        if self.trainer is not None:
+            self.trainer.stop()
+        return self.thread_done.wait(wait_ms / 1000.0)
+
+    def _set_running(self, running: bool):
+        self.start_button.setEnabled(not running and check_source_layer(self.selected_layer()) is None)
+        self.stop_button.setEnabled(running)
+        self.save_button.setEnabled(not running and self.model is not None)
+
+    # -- updates (main thread) ------------------------------------------------------------
+
+    def _on_update(self, upd):
+        self.progress.setMaximum(max(1, int(upd.total_steps)))
+        self.progress.setValue(int(upd.step))
+        eta = "" if upd.eta is None else f", about {_fmt_seconds(upd.eta)} left"
+        self.eta_label.setText(
+            f"step {upd.step}/{upd.total_steps}, {upd.n_gaussians:,} Gaussians, "
+            f"PSNR {upd.psnr:.1f} dB, {_fmt_seconds(upd.elapsed)} elapsed{eta}"
+        )
+        self.plot.extend(upd.history)
+        if upd.model is not None:
+            self.model = upd.model
+            self._show_model(upd.model, upd.recon, upd.recon_step, upd.features)
+
+    def _on_result(self, result):
+        if result is None:  # cancelled (viewer closing)
+            return
+        self.result = result
+        self.model = result.model
+        self._show_model(result.model, result.recon, result.recon_step, result.features)
+        s = result.summary
+        parts = [f"{s['n_gaussians']:,} Gaussians", f"{_fmt_seconds(s['seconds'])}"]
+        if "bpp" in s:
+            parts += [f"{s['bpp']:.3f} bpp", f"ratio {s['ratio']:.0f}:1"]
+        if "psnr_full" in s:
+            parts += [f"PSNR {s['psnr_full']:.2f} dB (foreground {s['psnr_fg']:.2f})", f"SSIM {s['ssim3d']:.4f}"]
+        head = "stopped early" if result.stopped else "done"
+        self.summary_label.setText(f"{head}: " + ", ".join(parts))
+        self.progress.setValue(self.progress.maximum() if not result.stopped else self.progress.value())
+        self.eta_label.setText("")
+
+    def _on_error(self, exc):
+        from napari.utils.notifications import show_error
+
+        show_error(f"training failed: {exc}")
+        self.eta_label.setText(f"training failed: {exc}")
+
+    def _on_finished(self):
+        self.worker = None
+        self.trainer = None
+        self._set_running(False)
+
+    def _make_output_layers(self, volume):
+        """Add (or reuse) the reconstruction and Gaussians layers, empty, when Start is clicked.
+
+        Creating them up front keeps napari's one-off layer set-up cost (GL
+        programs, textures) out of the training run; updates then only swap data.
+        The reconstruction carries RECON_KEY (not the model key), so the Browse
+        widget leaves it alone.
+        """
+        from ..gaussians import GaussianVolume
+
+        scale, translate = self._placement
+        name = self.source.name
+        empty = GaussianVolume.empty(volume.shape, spacing=scale)
+        if self.recon_layer is None or self.recon_layer not in self.viewer.layers:
+            contrast = self._contrast if self._contrast[1] > self._contrast[0] else (0.0, 1.0)
+            self.recon_layer = self.viewer.add_image(
+                np.broadcast_to(np.zeros((1, 1, 1), volume.dtype), volume.shape),
+                name=f"{name} reconstruction",
+                scale=scale,
+                translate=translate,
+                contrast_limits=contrast,
+                colormap="gray",
+                metadata={RECON_KEY: True},
+            )
+        if self.points_layer is None or self.points_layer not in self.viewer.layers:
+            data, kwargs, _ = points_layer_data(empty, f"{name} Gaussians", scale, translate)
+            self.points_layer = self.viewer.add_points(data, **kwargs)
+
+    def _show_model(self, gv, recon, step, features=None):
+        """Show a model: the reconstruction now, the points on the next event-loop turn.
+
+        Splitting the two keeps each main-thread pause short; the feature table
+        was computed in the worker.
+        """
+        from qtpy.QtCore import QTimer
+
+        if recon is None:
+            return
+        scale, translate = self._placement
+        rscale = tuple(float(s) * st for s, st in zip(scale, step))
+        layer = self.recon_layer
+        if layer is not None and layer in self.viewer.layers:
+            if not np.allclose(layer.scale, rscale):
+                layer.scale = rscale
+            layer.data = recon
+        self._pending_points = (gv, features)
+        QTimer.singleShot(0, self._show_points)
+
+    def _show_points(self):
+        if self._pending_points is None:
+            return
+        gv, features = self._pending_points
+        self._pending_points = None
+        layer = self.points_layer
+        if layer is not None and layer in self.viewer.layers:
+            update_points_layer(layer, gv, features=features)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _on_layer_removed(self, event):
+        removed = event.value
+        if self.source is not None and same_layer(removed, self.source) and self.worker is not None:
+            from napari.utils.notifications import show_info
+
+            show_info(f"'{removed.name}' was removed: training stops after this step")
+            self.stop()
+        self._refill_layers()
+
+    def _watch_window(self):
+        if self._close_watcher is None:
+            self._close_watcher = watch_window_close(self, self.abort)
+
+    def closeEvent(self, event):
+        self.abort()
+        super().closeEvent(event)
+
+    # -- save ---------------------------------------------------------------------------------
+
+    def _save_dialog(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Save Gaussians", "", "VolMicro (*.vmg)")
+        if path:
+            self.save(path)
+
+    def save(self, path) -> str | None:
+        """Write the current model to ``path`` (``.vmg`` appended if missing), atomically."""
+        from napari.utils.notifications import show_error, show_info
+
+        from ..container import save
+
+        if self.model is None:
+            show_error("nothing to save yet: train first")
+            return None
+        if not str(path).lower().endswith(".vmg"):
+            path = f"{path}.vmg"
+        try:
+            out = save(self.model, path)
+        except (VolmicroError, OSError) as exc:
+            show_error(f"could not save {path}: {exc}")
+            return None
+        show_info(f"saved {self.model.n_gaussians:,} Gaussians to {out}")
+        return str(out)
+
+
+def _made_by_us(layer) -> bool:
+    from ..features import METADATA_KEY
+    from ._layers import MODEL_KEY
+
+    meta = getattr(layer, "metadata", None) or {}
+    return MODEL_KEY in meta or METADATA_KEY in meta or RECON_KEY in meta
+
+
+def _fmt_seconds(s: float) -> str:
+    s = max(0.0, float(s))
+    if s < 60:
+        return f"{s:.0f} s"
+    m, s = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"

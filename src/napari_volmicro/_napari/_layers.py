@@ -1,0 +1,97 @@
+"""Layer data for a ``GaussianVolume``: the on-demand decoded Image and the centres' Points.
+
+Returned as napari ``LayerDataTuple``s (data, kwargs, layer_type), so readers,
+sample-data providers and widgets all make the same layers. No Qt here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..features import METADATA_KEY, feature_table, model_metadata
+from ..gaussians import GaussianVolume
+
+#: Image-layer metadata key holding the model and the layer's base placement.
+MODEL_KEY = "volmicro_model"
+BASE_KEY = "volmicro_base"
+
+
+def same_layer(a, b) -> bool:
+    """Identity of two layers, seeing through napari's plugin proxies (``__wrapped__``)."""
+    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
+
+
+def placeholder(gv: GaussianVolume) -> np.ndarray:
+    """A zero-memory array of the model's shape and dtype (read-only broadcast of one zero)."""
+    return np.broadcast_to(np.zeros((1, 1, 1), gv.mapping.dtype), gv.shape)
+
+
+def contrast_limits(gv: GaussianVolume) -> tuple[float, float]:
+    """Display range in original units: background level to the 95th percentile Gaussian peak.
+
+    (The very brightest Gaussians, e.g. a soma, would otherwise leave thin structures dark.)
+    """
+    m = gv.mapping
+    peak = float(np.percentile(gv.amplitudes, 95)) if gv.n_gaussians else 1.0
+    lo, hi = m.offset, m.offset + m.scale * max(peak, 1e-6)
+    clip_lo, clip_hi = m.clip_range
+    lo, hi = max(lo, clip_lo), min(hi, clip_hi)
+    if hi <= lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def image_layer_data(gv: GaussianVolume, name: str, scale=None, translate=(0.0, 0.0, 0.0), data=None):
+    """An Image layer for ``gv``: ``data`` (default a placeholder the Browse widget fills on demand).
+
+    scale/translate: world placement of voxel (0, 0, 0) and the voxel size (ZYX;
+    scale defaults to ``gv.spacing``). The model and this base placement ride in the metadata.
+    """
+    scale = tuple(float(s) for s in (gv.spacing if scale is None else scale))
+    translate = tuple(float(t) for t in translate)
+    kwargs = {
+        "name": name,
+        "scale": scale,
+        "translate": translate,
+        "contrast_limits": contrast_limits(gv),
+        "colormap": "gray",
+        "metadata": {MODEL_KEY: gv, BASE_KEY: (scale, translate)},
+    }
+    return (placeholder(gv) if data is None else data, kwargs, "image")
+
+
+def points_layer_data(gv: GaussianVolume, name: str, scale=None, translate=(0.0, 0.0, 0.0), features=None):
+    """A Points layer of the centres (ZYX voxels) with ``feature_table`` features.
+
+    Point size is twice the geometric mean standard deviation (voxels); colour by amplitude.
+    features: ``feature_table(gv)`` if already computed (e.g. in a worker thread).
+    """
+    scale = tuple(float(s) for s in (gv.spacing if scale is None else scale))
+    feats = feature_table(gv) if features is None else features
+    size = 2.0 * np.cbrt(feats["sigma_0"] * feats["sigma_1"] * feats["sigma_2"]) if gv.n_gaussians else 1.0
+    kwargs = {
+        "name": name,
+        "scale": scale,
+        "translate": tuple(float(t) for t in translate),
+        "features": feats,
+        "size": size,
+        "face_color": "amplitude" if gv.n_gaussians else "yellow",
+        "face_colormap": "viridis",
+        "border_width": 0,
+        "opacity": 0.7,
+        "visible": True,
+        "metadata": {METADATA_KEY: model_metadata(gv)},
+    }
+    return (gv.centers.astype(np.float64), kwargs, "points")
+
+
+def update_points_layer(layer, gv: GaussianVolume, features=None) -> None:
+    """Replace a Points layer's centres and features with ``gv``'s (main thread only)."""
+    _, kwargs, _ = points_layer_data(gv, layer.name, features=features)
+    layer.data = gv.centers.astype(np.float64)
+    layer.features = kwargs["features"]
+    layer.size = kwargs["size"]
+    layer.metadata = {**layer.metadata, METADATA_KEY: kwargs["metadata"][METADATA_KEY]}
+    if gv.n_gaussians:
+        layer.face_color = "amplitude"
+        layer.face_colormap = "viridis"

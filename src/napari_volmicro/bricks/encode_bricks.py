@@ -1,0 +1,564 @@
+"""Bricked encoding on dask.distributed: ``compress_bricked(source, out.vmg, ...)``.
+
+Steps (all voxel units, ZYX):
+
+1. **Statistics pass** (one task per brick, reads core + halo): exact core
+   maximum, background level (mean of the voxels at or below
+   ``median + p (max - median)``, p = 0.03, the encoder's occupancy rule) and
+   a strided sample of the core and read box values.
+2. **One global intensity mapping**: offset = the lowest brick background
+   level, scale = global maximum - offset, dtype = the input's. A brick is
+   *pure background* when its maximum is at or below
+   ``level + p (global max - level)``: it gets a table entry and no training.
+   The Gaussian budget (``bpp``/``ratio``/``gaussians`` for the whole file,
+   minus the exact header, table and background-field bytes) is split over
+   bricks in proportion to their estimated foreground voxels.
+3. **Encode tasks** (one per non-background brick): the task reads its own
+   brick with its halo from the source (the source travels as a path or a
+   dask graph, never as data), runs ``encode.compress`` with the brick's
+   Gaussian count and a seed derived from ``(seed, brick index)``, keeps the
+   Gaussians whose centre the core owns (pruning by mass to the brick's
+   budget), moves them to global coordinates and rescales amplitudes to the
+   global mapping (``a_global = a_local * scale_local / scale_global``). The
+   brick's own background (offset + its coarse field) is sampled at the nodes
+   of one global background field that the brick owns. The result is
+   quantised exactly as the container stores it.
+4. Each finished brick is written to ``OUT.vmg.parts`` (``staging.py``) as it
+   arrives; when all are there the ``.vmg`` is assembled atomically, in brick
+   order, and the parts are removed.
+
+The cluster is a ``LocalCluster`` (``workers`` processes, one thread each,
+``memory_limit`` per worker) unless ``scheduler`` (an address) or ``client``
+is given.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, VolmicroError
+from .chunked_input import ChunkedVolume, open_input
+from .layout import Brick, BrickGrid, background_nodes
+from .staging import BrickPart, Staging
+
+#: occupancy fraction p of the rule ``median + p (max - median)`` (the encoder's default)
+OCCUPANCY_FRACTION = 0.03
+#: values per brick kept by the statistics pass for the foreground estimate
+SAMPLE_VALUES = 1 << 16
+#: fraction of the byte budget the global background field may use (as the encoder's default)
+BACKGROUND_BUDGET = 0.04
+#: the encoder fits this times the Gaussians the halo's foreground suggests (extra ones are pruned)
+ENCODE_MARGIN = 1.0
+DEFAULT_BRICK = 256
+DEFAULT_HALO = 16
+
+
+@dataclass(frozen=True)
+class BrickProgress:
+    """Progress across bricks: ``done`` of ``total`` bricks finished (encoded, skipped or reused);
+    ``index`` of the brick that just finished, its Gaussians, how it finished, seconds since start."""
+
+    done: int
+    total: int
+    index: int
+    n_gaussians: int
+    kind: str  # "encoded", "background", "reused"
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class BrickStats:
+    index: int
+    core_max: float
+    level: float
+    core_sample: np.ndarray  # sorted float64
+    read_sample: np.ndarray  # sorted float64
+
+
+# -- tasks (run on workers) ---------------------------------------------------------------
+
+
+def _sample(arr: np.ndarray) -> np.ndarray:
+    n = arr.size
+    s = max(1, int(math.ceil((n / SAMPLE_VALUES) ** (1 / 3))))
+    return np.sort(np.asarray(arr[::s, ::s, ::s], np.float64).ravel())
+
+
+def brick_stats_task(volume: ChunkedVolume, brick: Brick) -> BrickStats:
+    """Statistics of one brick (reads its read box once)."""
+    data = volume.read(brick.read_slices)
+    core = data[brick.core_in_read]
+    core_max = float(core.max())
+    cs = _sample(core)
+    med = float(np.median(cs))
+    thr = med + OCCUPANCY_FRACTION * (core_max - med)
+    below = cs[cs <= thr]
+    level = float(below.mean()) if below.size else float(cs.mean())
+    return BrickStats(brick.index, core_max, level, cs, _sample(data))
+
+
+def _set_threads(threads: int | None) -> None:
+    if not threads:
+        return
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    except ImportError:  # pragma: no cover - numba is a dependency
+        pass
+
+
+def brick_seed(seed: int, index: int) -> int:
+    """A seed for brick ``index`` derived from the run's ``seed`` (same pair, same seed)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def encode_brick_task(volume: ChunkedVolume, grid: BrickGrid, brick: Brick, job: dict) -> BrickPart:
+    """Encode one brick; returns its quantised part in the global model (see module doc)."""
+    from ..encode.budget import prune_to_count
+    from ..gaussians import GaussianVolume
+
+    t0 = time.perf_counter()
+    _set_threads(job.get("threads"))
+    data = volume.read(brick.read_slices)
+    encoder = job["encoder"] or _default_encoder
+    local = encoder(
+        data, volume.spacing, gaussians=int(job["n_encode"]), seed=brick_seed(job["seed"], brick.index),
+        **job["encoder_kwargs"],
+    )
+    if not isinstance(local, GaussianVolume):
+        raise VolmicroError(f"brick {brick.index}: the encoder returned {type(local).__name__}, not a GaussianVolume")
+    origin = np.asarray(brick.read_lo, np.float64)
+    centers = local.centers.astype(np.float64) + origin
+    keep = np.flatnonzero(grid.owner(centers) == brick.index)
+    n_before = int(keep.size)
+    offset_g, scale_g = job["offset"], job["scale"]
+    ratio = local.mapping.scale / scale_g
+    model = GaussianVolume(
+        grid.shape, centers[keep].astype(np.float32), local.scales[keep], local.quaternions[keep],
+        (local.amplitudes[keep].astype(np.float64) * ratio).astype(np.float32),
+    )
+    model = prune_to_count(model, int(job["n_brick"]))
+    node_pts = np.asarray(job["node_points"], np.float64).reshape(-1, 3)
+    values = np.full(len(node_pts), local.mapping.offset, np.float64)
+    if local.background is not None and len(node_pts):
+        from ..background import sample_points
+
+        values += local.mapping.scale * sample_points(local.background, local.shape, node_pts - origin)
+    values = (values - offset_g) / scale_g
+    return quantize_part(model, brick, job["node_index"], values,
+                         stats=[time.perf_counter() - t0, n_before, local.n_gaussians])
+
+
+def _default_encoder(data, spacing, **kwargs):
+    from ..encode import compress
+
+    return compress(data, spacing, **kwargs)
+
+
+def quantize_part(model, brick: Brick, node_index, node_values, stats=()) -> BrickPart:
+    """A ``BrickPart`` storing ``model``'s Gaussians exactly as the container would (one brick)."""
+    from ..container.codec import build_model, position_box, quantize_brick, raw_arrays, reach_box
+
+    n = model.n_gaussians
+    lo, hi = position_box(model.centers, brick.core_lo, brick.core_hi)
+    planes = quantize_brick(model, np.arange(n), lo, hi)
+    r_lo, r_hi = reach_box(build_model([raw_arrays(planes, lo, hi)], model.shape))
+    return BrickPart(
+        brick.index, planes, np.asarray(lo, np.float32), np.asarray(hi, np.float32),
+        np.asarray(r_lo, np.float32), np.asarray(r_hi, np.float32),
+        np.asarray(node_index, np.int64), np.asarray(node_values, np.float64), np.asarray(stats, np.float64),
+    )
+
+
+# -- planning ------------------------------------------------------------------------------
+
+
+def _budget_bytes(n_voxels: int, itemsize: int, bpp, ratio, gaussians) -> int | None:
+    from ..encode.budget import budget_bytes
+
+    return budget_bytes(n_voxels, itemsize, bpp=bpp, ratio=ratio, gaussians=gaussians)
+
+
+def plan_field(shape, budget: int | None) -> tuple[tuple[int, int, int] | None, np.ndarray]:
+    """Global background grid shape and node coordinates (None, empty when too small a budget)."""
+    n_vox = int(np.prod(shape, dtype=np.int64))
+    nodes = int(BACKGROUND_BUDGET * budget / 4) if budget is not None else int(min(4096, max(64, n_vox // 20000)))
+    if nodes < 8:
+        return None, np.zeros((0, 3))
+    spacing = max(1.0, (n_vox / nodes) ** (1 / 3))
+    while True:
+        grid, pts = background_nodes(shape, spacing)
+        if len(pts) <= nodes:
+            return grid, pts
+        spacing *= 1.1
+
+
+def split_budget(total: int, weights: np.ndarray) -> np.ndarray:
+    """Integers summing to ``total`` (or 0 if all weights are 0), proportional to ``weights``
+    (largest remainder, ties to the lower index)."""
+    w = np.asarray(weights, np.float64)
+    if total <= 0 or w.sum() <= 0:
+        return np.zeros(len(w), np.int64)
+    exact = total * w / w.sum()
+    out = np.floor(exact).astype(np.int64)
+    rest = total - int(out.sum())
+    order = np.argsort(-(exact - out), kind="stable")
+    out[order[:rest]] += 1
+    return out
+
+
+@dataclass
+class Plan:
+    offset: float
+    scale: float
+    background: np.ndarray  # bool per brick: pure background
+    levels: np.ndarray  # per-brick background level (original units)
+    n_brick: np.ndarray  # Gaussians each brick may keep
+    n_encode: np.ndarray  # Gaussians each brick's encoder fits (core + halo)
+    field_shape: tuple[int, int, int] | None
+    node_points: np.ndarray
+    node_owner: np.ndarray
+    budget_bytes: int | None
+
+
+def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, ratio, gaussians) -> Plan:
+    from ..container.layout import BRICK, BYTES_PER_GAUSSIAN, HEADER_SIZE, SECTION, TABLE_CRC_SIZE
+
+    n_b = len(grid)
+    levels = np.array([s.level for s in stats])
+    maxes = np.array([s.core_max for s in stats])
+    gmax = float(maxes.max())
+    offset = float(levels.min())
+    scale = gmax - offset if gmax - offset > 1e-12 * max(1.0, abs(gmax)) else 1.0
+    thr = levels + OCCUPANCY_FRACTION * (gmax - levels)
+    background = maxes <= thr
+    fg_core, fg_read = np.zeros(n_b), np.zeros(n_b)
+    for s, t in zip(stats, thr):
+        b = grid[s.index]
+        if background[s.index]:
+            continue
+        frac_core = (s.core_sample.size - np.searchsorted(s.core_sample, t, side="right")) / s.core_sample.size
+        frac_read = (s.read_sample.size - np.searchsorted(s.read_sample, t, side="right")) / s.read_sample.size
+        floor = b.core_voxels / s.core_sample.size  # a bright spot the sample missed still counts
+        fg_core[s.index] = max(frac_core * b.core_voxels, floor)
+        read_vox = int(np.prod(b.read_shape))
+        fg_read[s.index] = max(frac_read * read_vox, fg_core[s.index])
+    n_vox = int(np.prod(grid.shape, dtype=np.int64))
+    budget = _budget_bytes(n_vox, itemsize, bpp, ratio, gaussians)
+    field_shape, node_points = plan_field(grid.shape, budget)
+    if budget is None:
+        total = int(gaussians)
+    else:
+        fixed = HEADER_SIZE + n_b * BRICK.size + TABLE_CRC_SIZE
+        if field_shape is not None:
+            fixed += SECTION.size + 16 + 4 * int(np.prod(field_shape))
+        if budget < fixed:
+            raise InputError(
+                f"size budget of {budget} bytes is smaller than the {fixed} bytes of headers, brick table "
+                f"({n_b} bricks) and background field; use larger bricks or a larger --bpp/--ratio"
+            )
+        total = (budget - fixed) // BYTES_PER_GAUSSIAN
+    n_brick = split_budget(total, fg_core)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grow = np.where(fg_core > 0, fg_read / np.maximum(fg_core, 1e-12), 1.0)
+    # the encoder also fits the halo; fit a little more than the core's share, then prune by mass
+    n_encode = np.ceil(n_brick * np.clip(ENCODE_MARGIN * grow, 1.0, 3.0)).astype(np.int64)
+    background = background | (n_brick == 0)
+    node_owner = grid.owner(node_points) if len(node_points) else np.zeros(0, np.int64)
+    return Plan(offset, scale, background, levels, n_brick, n_encode, field_shape, node_points, node_owner, budget)
+
+
+# -- cluster -------------------------------------------------------------------------------
+
+
+def make_client(scheduler: str | None = None, *, workers: int = 2, memory_limit="2GB", processes: bool = True,
+                timeout: float = 10.0):
+    """A dask ``Client``: to ``scheduler`` (an address) or to a new ``LocalCluster``.
+
+    Raises ``VolmicroError`` when the scheduler does not answer within ``timeout`` seconds
+    or the worker settings are invalid.
+    """
+    from dask.utils import parse_bytes
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout=f"{timeout}s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise VolmicroError(
+                f"dask scheduler {scheduler} did not answer within {timeout:g} s ({type(exc).__name__}: {exc}); "
+                "check the address (e.g. tcp://host:8786) and that the scheduler is running"
+            ) from None
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise VolmicroError(f"--workers must be a positive integer, got {workers!r}")
+    try:
+        limit = parse_bytes(memory_limit) if isinstance(memory_limit, str) else int(memory_limit)
+    except (ValueError, TypeError):
+        raise VolmicroError(f"--memory-limit must be a size such as 2GB or 512MiB, got {memory_limit!r}") from None
+    if limit <= 0:
+        raise VolmicroError(f"--memory-limit must be positive, got {memory_limit!r}")
+    cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, memory_limit=limit, processes=processes,
+                           dashboard_address=None)
+    return Client(cluster)
+
+
+def worker_peak_memory(client) -> dict[str, int]:
+    """Peak resident memory (bytes) of each worker process: ``VmHWM`` from ``/proc/self/status``
+    (reset by exec, unlike ``ru_maxrss``, which a spawned worker inherits from its parent)."""
+
+    def peak():
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    return {str(k): int(v) for k, v in client.run(peak).items()}
+
+
+# -- driver ----------------------------------------------------------------------------------
+
+
+def _settings(vol: ChunkedVolume, grid: BrickGrid, **kw) -> dict:
+    src = vol.spec
+    source = {"kind": src.kind, "path": None if src.path is None else os.path.abspath(src.path), "key": src.key}
+    if src.kind in ("zarr", "tiff", "npy") and src.path:
+        st = os.stat(src.path)
+        source["mtime"] = st.st_mtime_ns if src.kind != "zarr" else None
+        source["size"] = st.st_size if src.kind != "zarr" else None
+    return {"source": source, "shape": list(vol.shape), "dtype": str(vol.dtype), "spacing": list(vol.spacing),
+            "brick": list(grid.brick_shape), "halo": list(grid.halo), **kw}
+
+
+def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, spacing=None, bpp=None, ratio=None,
+                     gaussians=None, preset="default", steps=None, seed=0, device="cpu", resume=False,
+                     client=None, scheduler=None, workers=2, memory_limit="2GB", processes=True, timeout=10.0,
+                     threads=None, progress: Callable[[BrickProgress], object] | None = None, encoder=None,
+                     keep_parts=False, **options) -> dict:
+    """Compress a chunked volume brick by brick into ``output`` (.vmg); returns a report dict.
+
+    ``source``: Zarr/OME-Zarr path, TIFF, .npy, or a dask array (``chunked_input``). ``brick``,
+    ``halo``: voxels (one int or ZYX triple). Budget for the whole file: at most one of ``bpp``,
+    ``ratio``, ``gaussians`` (default 0.073 bpp). ``preset``/``steps``/``options`` go to the
+    encoder with ``device``. ``resume`` reuses the finished bricks in ``OUT.vmg.parts``.
+    ``client`` (a dask Client) or ``scheduler`` (address) or a LocalCluster of ``workers``
+    processes with ``memory_limit`` each. ``threads``: numba threads per task (default: CPUs /
+    workers). ``encoder``: a stand-in for ``encode.compress`` (tests of the driver only).
+    """
+    from distributed import as_completed
+
+    t0 = time.perf_counter()
+    out = Path(output)
+    if out.suffix.lower() != ".vmg":
+        raise InputError(f"output {out}: a bricked encode writes a .vmg file")
+    if not out.parent.exists():
+        raise FileNotFoundError(2, "output directory does not exist", str(out.parent))
+    vol = open_input(source, spacing)
+    grid = BrickGrid(vol.shape, brick, halo)
+    vol = vol.rechunked(grid.brick_shape)
+    _budget_bytes(1, 1, bpp, ratio, gaussians)  # validate the budget before any work
+    from ..encode.config import make_config
+
+    make_config(preset, steps, **options)  # validate training options before any work
+    settings = _settings(vol, grid, bpp=bpp, ratio=ratio, gaussians=gaussians, preset=preset, steps=steps,
+                         seed=int(seed), options=options, device=device)
+    staging = Staging(out, settings, resume=resume)
+    own_client = client is None
+    if own_client:
+        client = make_client(scheduler, workers=workers, memory_limit=memory_limit, processes=processes,
+                             timeout=timeout)
+    try:
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
+        if threads is None:
+            threads = max(1, (os.cpu_count() or 1) // n_workers)
+        stats = _run_stats(client, vol, grid, staging)
+        plan = make_plan(stats, grid, vol.dtype.itemsize, bpp=bpp, ratio=ratio, gaussians=gaussians)
+        done = staging.finished()
+        report = {"bricks": len(grid), "encoded": 0, "background": 0, "reused": 0}
+        count = 0
+
+        def tick(index, n, kind):
+            nonlocal count
+            count += 1
+            report[kind] += 1
+            if progress is not None:
+                progress(BrickProgress(count, len(grid), index, n, kind, time.perf_counter() - t0))
+
+        for i in sorted(done):
+            tick(i, staging.read(i).count, "reused")
+        pending = []
+        vol_future = client.scatter(vol, broadcast=True) if vol.spec.kind == "array" else vol
+        for b in grid:
+            if b.index in done:
+                continue
+            mine = np.flatnonzero(plan.node_owner == b.index)
+            if plan.background[b.index]:
+                values = np.full(len(mine), (plan.levels[b.index] - plan.offset) / plan.scale)
+                from ..gaussians import GaussianVolume
+
+                staging.write(quantize_part(GaussianVolume.empty(grid.shape), b, mine, values))
+                tick(b.index, 0, "background")
+                continue
+            job = {
+                "encoder": encoder, "seed": int(seed), "threads": threads, "offset": plan.offset, "scale": plan.scale,
+                "n_brick": int(plan.n_brick[b.index]), "n_encode": int(plan.n_encode[b.index]),
+                "node_index": mine, "node_points": plan.node_points[mine],
+                "encoder_kwargs": {"preset": preset, "steps": steps, "device": device, **options},
+            }
+            pending.append(client.submit(encode_brick_task, vol_future, grid, b, job, pure=False,
+                                         key=f"volmicro-brick-{b.index}-{staging.hash[:12]}"))
+        try:
+            for fut in as_completed(pending):
+                part = fut.result()
+                staging.write(part)
+                tick(part.index, part.count, "encoded")
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+        if processes and own_client and scheduler is None:
+            report["worker_peak_bytes"] = worker_peak_memory(client)
+    finally:
+        if own_client:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None and scheduler is None:
+                cluster.close()
+    file_bytes = assemble(staging, grid, vol, plan, out)
+    if not keep_parts:
+        staging.remove()
+    n_vox = int(np.prod(vol.shape, dtype=np.int64))
+    from ..container import read_info
+
+    info = read_info(out)
+    report.update(output=str(out), n_gaussians=info["n_gaussians"], file_bytes=file_bytes,
+                  bpp=8.0 * file_bytes / n_vox, ratio=n_vox * vol.dtype.itemsize / file_bytes,
+                  seconds=time.perf_counter() - t0, shape=list(vol.shape), brick=list(grid.brick_shape),
+                  halo=list(grid.halo), offset=plan.offset, scale=plan.scale,
+                  background_shape=None if plan.field_shape is None else list(plan.field_shape))
+    return report
+
+
+def _run_stats(client, vol: ChunkedVolume, grid: BrickGrid, staging: Staging) -> list[BrickStats]:
+    """Per-brick statistics, cached in the staging directory so a resume does not read the volume twice."""
+    path = staging.dir / "stats.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                n = len(grid)
+                if len(z["core_max"]) == n:
+                    return [BrickStats(i, float(z["core_max"][i]), float(z["level"][i]), z[f"c{i}"], z[f"r{i}"])
+                            for i in range(n)]
+        except (OSError, ValueError, KeyError):
+            pass
+    src = client.scatter(vol, broadcast=True) if vol.spec.kind == "array" else vol
+    futures = [client.submit(brick_stats_task, src, b, pure=False) for b in grid]
+    stats = sorted(client.gather(futures), key=lambda s: s.index)
+    arrays = {"core_max": np.array([s.core_max for s in stats]), "level": np.array([s.level for s in stats])}
+    for s in stats:
+        arrays[f"c{s.index}"] = s.core_sample
+        arrays[f"r{s.index}"] = s.read_sample
+    from .staging import _write_atomic
+
+    _write_atomic(path, lambda fh: np.savez(fh, **arrays))
+    return stats
+
+
+def assemble(staging: Staging, grid: BrickGrid, vol: ChunkedVolume, plan: Plan, output: Path) -> int:
+    """Write the ``.vmg`` from the parts (every brick, in C order), atomically; returns its size in bytes."""
+    from ..container.codec import background_payload
+    from ..container.layout import (
+        FORMAT_VERSION,
+        SECTION_BACKGROUND,
+        SECTION_REQUIRED,
+        BrickInfo,
+        Header,
+        SectionInfo,
+        crc32,
+        table_crc,
+    )
+    from ..intensity import DTYPE_CODES, check_dtype
+
+    parts_meta = []
+    n_total = 0
+    field = None
+    if plan.field_shape is not None:
+        field = np.zeros(len(plan.node_points), np.float64)
+        seen = np.zeros(len(plan.node_points), bool)
+    for b in grid:
+        part = staging.read(b.index)
+        parts_meta.append((b, part.count, part.pos_lo, part.pos_hi, part.reach_lo, part.reach_hi,
+                           crc32(part.planes.astype("<u2").tobytes())))
+        n_total += part.count
+        if field is not None:
+            field[part.node_index] = part.node_values
+            seen[part.node_index] = True
+    sections = []
+    if field is not None:
+        if not seen.all():
+            raise VolmicroError(f"{staging.dir}: background nodes missing from the parts; run again without --resume")
+        sections.append((SECTION_BACKGROUND, SECTION_REQUIRED,
+                         background_payload(field.reshape(plan.field_shape).astype(np.float32))))
+    header = Header(
+        version=FORMAT_VERSION, flags=0, shape=grid.shape, dtype_code=DTYPE_CODES[check_dtype(vol.dtype)],
+        n_bricks=len(grid), spacing=vol.spacing, offset=plan.offset, scale=plan.scale, n_gaussians=n_total,
+        n_sections=len(sections),
+    )
+    pos = header.data_start
+    infos = []
+    for kind, flags, data in sections:
+        infos.append(SectionInfo(kind, flags, crc32(data), pos, len(data)))
+        pos += len(data)
+    bricks = []
+    for b, count, plo, phi, rlo, rhi, crc in parts_meta:
+        bricks.append(BrickInfo(
+            core_lo=b.core_lo, core_hi=b.core_hi,
+            reach_lo=tuple(float(v) for v in rlo), reach_hi=tuple(float(v) for v in rhi),
+            pos_lo=tuple(float(v) for v in plo), pos_hi=tuple(float(v) for v in phi),
+            count=count, crc=crc, offset=pos,
+        ))
+        pos += count * 22
+    table = b"".join(x.pack() for x in bricks) + b"".join(s.pack() for s in infos)
+    head = header.pack()
+    table += table_crc(head, table).to_bytes(4, "little")
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(head)
+            fh.write(table)
+            for _, _, data in sections:
+                fh.write(data)
+            for b in grid:  # stream payloads one brick at a time
+                fh.write(staging.read(b.index).planes.astype("<u2").tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+            size = fh.tell()
+        try:
+            mode = os.stat(output).st_mode & 0o777
+        except OSError:
+            mode = 0o644
+        os.chmod(tmp, mode)
+        os.replace(tmp, output)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if size != pos:
+        raise VolmicroError(f"{output}: wrote {size} bytes, the tables describe {pos}")  # pragma: no cover
+    return size

@@ -1,0 +1,272 @@
+"""The training loop behind ``Trainer.run`` (imports torch and numba)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from ..gaussians import GaussianVolume
+from ..gaussians_torch import GaussianParameters
+from ..intensity import IntensityMapping
+from . import budget as budgets
+from . import losses
+from .densify import GradEMA, densify_step, relocate_step, resize
+from .field import on_lattice
+from .gate import make_gate, occupancy_threshold
+from .init import init_from_data, init_uniform
+from .splat import Lattice, prec6_from_matrices, splat_loss
+
+
+def background_threshold(v: np.ndarray, fraction: float) -> float:
+    """Level below which voxels count as background for the offset (original units).
+
+    ``median + max(fraction * (max - median), 3 * noise)``, noise estimated as
+    1.4826 x the median absolute deviation (on a subsample): the offset is the
+    MEAN of those voxels (METHOD-NOTES: the median biases it), and the noise
+    margin keeps a noise-only volume from being cut at its median.
+    """
+    sub = v.reshape(-1)[:: max(1, v.size // 2_000_000)]
+    med = float(np.median(sub))
+    mad = 1.4826 * float(np.median(np.abs(sub - med)))
+    return max(occupancy_threshold(v, fraction), med + 3.0 * mad)
+
+
+class TrainingLoop:
+    def __init__(self, trainer):
+        self.tr = trainer
+        self.cfg = trainer.config
+        self.result = None
+
+    # -- setup -------------------------------------------------------------------
+
+    def _prepare(self):
+        tr, cfg = self.tr, self.cfg
+        vol = tr._volume
+        self.shape = vol.shape
+        v = vol.astype(np.float32, copy=True)
+        vmin, vmax = float(v.min()), float(v.max())
+        thr = background_threshold(v, cfg.gate_fraction)
+        below = v <= thr
+        offset = float(v[below].mean(dtype=np.float64)) if below.any() else float(v.mean(dtype=np.float64))
+        del below
+        scale = vmax - offset if vmax - offset > 1e-12 * max(1.0, abs(vmax)) else 1.0
+        self.mapping = IntensityMapping(offset=offset, scale=scale, dtype=vol.dtype)
+        v -= offset
+        v /= scale
+        self.target = v  # model units
+        self.peak = (vmax - vmin) / scale
+        rng = self.rng = np.random.default_rng(tr.seed)
+        self.gate = None
+        if cfg.gate:
+            self.gate = make_gate(cfg.gate_kind, cfg.gate_fraction, cfg.gate_iterations, cfg.gate_tau)
+            self.gate.fit(v, seed=tr.seed)
+            self.mask = self.gate.mask(self.shape)
+            occupied = self.mask
+        else:
+            self.mask = None
+            occupied = v > 0
+        self.weights = losses.edge_weight_map(v, cfg.w_base, cfg.w_edge) if cfg.edge_weights else None
+        n0 = cfg.init_absolute if cfg.init_absolute is not None else int(round(cfg.init_count * tr.n_budget))
+        if tr.n_budget == 0:
+            n0 = 0
+        init_lat = Lattice.make(self.shape, stride=cfg.stride)
+        if cfg.init == "uniform":
+            sig = cfg.init_sigma if cfg.init_sigma is not None else 0.1
+            c, s, q, a = init_uniform(v, n0, rng, sigma=sig, lattice=init_lat)
+        else:
+            c, s, q, a = init_from_data(v, occupied, n0, rng, lattice=init_lat)
+        dev = tr.device
+        self.params = GaussianParameters(self.shape, c, s, q, a, device=dev)
+        self.field = None
+        if tr.field_shape is not None:
+            self.field = torch.nn.Parameter(torch.zeros(tr.field_shape, dtype=torch.float32, device=dev))
+        groups = [
+            {"params": [self.params.raw_position], "lr": cfg.lr_position},
+            {"params": [self.params.raw_scale], "lr": cfg.lr_scale},
+            {"params": [self.params.raw_rotation], "lr": cfg.lr_rotation},
+            {"params": [self.params.raw_amplitude], "lr": cfg.lr_amplitude},
+        ]
+        if self.field is not None:
+            groups.append({"params": [self.field], "lr": cfg.lr_background})
+        self.opt = torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-8)
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+        self.ema = GradEMA(len(self.params), cfg.grad_ema)
+        self.n_initial = len(self.params)
+        ext = float(max(self.shape))
+        self.s_max = cfg.s_max_fraction * ext
+        self.tau_size = cfg.tau_size_fraction * ext
+        self._cache = {}
+        self._zeros = {}
+        # cache every lattice offset's data when that costs at most ~2 volumes of memory
+        self._cache_ok = int(np.prod(cfg.stride)) <= 8
+
+    # -- one step ------------------------------------------------------------------
+
+    def _lattice(self):
+        off = tuple(int(self.rng.integers(0, s)) for s in self.cfg.stride)
+        return Lattice.make(self.shape, off, self.cfg.stride)
+
+    def _lattice_data(self, lat):
+        """Target and per-voxel loss weight on ``lat`` (cached per offset).
+
+        weight = edge weight x (1 inside the gate, ``background_sample`` outside),
+        normalised so the loss is a weighted mean over the loss's voxels.
+        """
+        hit = self._cache.get(lat.offset)
+        if hit is not None:
+            return hit
+        cfg, sl, dev = self.cfg, lat.slices, self.tr.device
+        t = torch.from_numpy(np.ascontiguousarray(self.target[sl]).reshape(-1)).to(dev)
+        w = np.ones(lat.size, np.float32)
+        if self.weights is not None:
+            w = np.ascontiguousarray(self.weights[sl]).reshape(-1).copy()
+        if self.mask is not None:
+            inside = np.ascontiguousarray(self.mask[sl]).reshape(-1)
+            w = np.where(inside, w, w * np.float32(cfg.background_sample))
+            count = float(inside.sum()) + cfg.background_sample * float((~inside).sum())
+        else:
+            count = float(lat.size)
+        w /= max(count, 1.0)
+        hit = (np.ascontiguousarray(t.cpu().numpy(), np.float32), np.ascontiguousarray(w, np.float32))
+        if self._cache_ok:
+            self._cache[lat.offset] = hit
+        return hit
+
+    def _step(self, step):
+        cfg, p = self.cfg, self.params
+        lat = self._lattice()
+        dev = self.tr.device
+        t, wm = self._lattice_data(lat)
+        frac = step / max(1, self.tr.total_steps)
+        for g, lr in zip(self.opt.param_groups, self.base_lrs):
+            g["lr"] = lr * (1.0 - (1.0 - cfg.lr_final_decay) * frac)
+        info = {}
+        if self.field is not None:
+            bg = on_lattice(self.field, self.shape, lat)
+        else:
+            bg = self._zeros.get(lat.size)
+            if bg is None:
+                bg = self._zeros[lat.size] = torch.zeros(lat.size, dtype=torch.float32, device=dev)
+        if len(p):
+            scales = p.scales()
+            amps = p.amplitudes()
+            rot = p.rotations()
+            prec = (rot * (scales**-2)[:, None, :]) @ rot.transpose(1, 2)
+            with torch.no_grad():
+                cov_diag = ((rot * rot) * (scales**2)[:, None, :]).sum(2)
+                half = (3.0 * torch.sqrt(cov_diag)).double().cpu().numpy()
+            loss = splat_loss(amps, p.centers(), prec6_from_matrices(prec), bg, half, lat, t, wm, info)
+        else:
+            amps = scales = None
+            z = torch.zeros(0)
+            loss = splat_loss(z, torch.zeros(0, 3), torch.zeros(0, 6), bg, np.zeros((0, 3)), lat, t, wm, info)
+        if amps is not None:
+            loss = loss + cfg.lambda_sparse * losses.sparsity(amps)
+            loss = loss + cfg.lambda_scale * losses.scale_bounds(scales, cfg.s_min, self.s_max)
+            if cfg.lambda_overlap > 0:
+                loss = loss + cfg.lambda_overlap * losses.overlap(p.centers(), p.covariances())
+        self.opt.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+            self.opt.step()
+        self.ema.update(p)
+        mse, diff = info["mse"], info["diff"]
+        return float(loss.detach()), mse, lat, diff
+
+    # -- schedule -----------------------------------------------------------------
+
+    def _maintain(self, step, lat, diff):
+        cfg, tr = self.cfg, self.tr
+        main_steps = self.main_steps
+        if cfg.relocate and step > 0 and step % cfg.relocate_every == 0 and step < cfg.relocate_until * main_steps:
+            res = -diff
+            if self.mask is not None:
+                res = res * np.ascontiguousarray(self.mask[lat.slices]).reshape(-1)
+
+            def points(idx):
+                zyx = np.stack(np.unravel_index(idx, lat.shape), 1).astype(np.float64)
+                return np.asarray(lat.offset) + np.asarray(lat.stride) * zyx
+
+            relocate_step(self.params, self.opt, res, points, cfg.relocate_fraction, self.rng)
+        if (cfg.densify and cfg.densify_from <= step <= cfg.densify_until and step % cfg.densify_every == 0
+                and step < main_steps):
+            cap = int(math.ceil(cfg.growth * max(tr.n_budget, self.n_initial)))
+            densify_step(
+                self.params, self.opt, self.ema, tau_grad=cfg.tau_grad, grad_quantile=cfg.grad_quantile,
+                tau_size=self.tau_size, tau_prune=cfg.tau_prune, s_max=self.s_max, max_n=cap, rng=self.rng,
+            )
+        if step == main_steps - 1 and len(self.params) > tr.n_budget:
+            self._prune_to_budget()
+
+    @torch.no_grad()
+    def _prune_to_budget(self):
+        gv = self._model()
+        mass = budgets.importance(gv)
+        keep = np.sort(np.argsort(-mass, kind="stable")[: self.tr.n_budget])
+        keep_t = torch.as_tensor(keep, dtype=torch.long)
+        resize(self.params, self.opt, keep_t)
+        self.ema.resize(keep_t, 0)
+
+    @torch.no_grad()
+    def _model(self) -> GaussianVolume:
+        bg = None if self.field is None else self.field.detach().cpu().numpy().astype(np.float32)
+        return self.params.to_volume(mapping=self.mapping, spacing=self.tr.spacing, background=bg)
+
+    # -- run ----------------------------------------------------------------------------
+
+    def run(self):
+        # torch's own thread pool spin-waits against numba's on a small CPU; the
+        # heavy work is in the numba kernels, so torch runs single-threaded here
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield from self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self):
+        tr, cfg = self.tr, self.cfg
+        t0 = time.perf_counter()
+        self._prepare()
+        total = tr.total_steps
+        self.main_steps = total - int(round(cfg.fine_tune_fraction * total)) if cfg.densify or cfg.relocate else total
+        self.main_steps = max(1, self.main_steps)
+        stopped = False
+        loss = mse = float("nan")
+        step = 0
+        for step in range(total):
+            if tr._stop.is_set():
+                stopped = True
+                break
+            loss, mse, lat, diff = self._step(step)
+            self._maintain(step, lat, diff)
+            elapsed = time.perf_counter() - t0
+            done_steps = step + 1
+            eta = elapsed / done_steps * (total - done_steps)
+            model = None
+            if tr._want_model.is_set():
+                tr._want_model.clear()
+                model = self._model()
+            psnr = 10 * math.log10(self.peak**2 / mse) if mse > 0 and self.peak > 0 else float("inf")
+            tr.history.append({"step": done_steps, "loss": loss, "psnr": psnr, "n": len(self.params)})
+            if done_steps < total:
+                yield _snapshot(done_steps, total, loss, psnr, len(self.params), elapsed, eta, False, False, model)
+        else:
+            step = total
+        gv = self._model()
+        if gv.n_gaussians > tr.n_budget:
+            gv = budgets.prune_to_count(gv, tr.n_budget)
+        gv = budgets.fit_budget(gv, tr.budget_bytes)
+        self.result = gv
+        elapsed = time.perf_counter() - t0
+        psnr = 10 * math.log10(self.peak**2 / mse) if mse > 0 and self.peak > 0 else float("inf")
+        yield _snapshot(step if stopped else total, total, loss, psnr, gv.n_gaussians, elapsed, 0.0, True, stopped, gv)
+
+
+def _snapshot(*args):
+    from .trainer import Snapshot
+
+    return Snapshot(*args)

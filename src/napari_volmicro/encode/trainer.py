@@ -1,0 +1,194 @@
+"""``Trainer``: fits Gaussians to a volume, one optimiser step at a time.
+
+The command line and the napari widget drive the same object::
+
+    t = Trainer(volume, bpp=0.073)
+    for snap in t.run():          # a Snapshot after every step
+        ...                        # t.stop() / t.request_model() from any thread
+    gv = t.result
+
+Each step trains on one lattice of voxels (``offset + stride * i`` per axis,
+random offset) and computes the model there exactly as the decoder does: every
+Gaussian whose 3-sigma ellipsoid covers a voxel contributes (``splat.py``), plus
+the background field. Loss, gate, densification and relocation are in their
+own modules; ``config.py`` documents every setting.
+
+Devices: ``device="cuda"`` keeps parameters and optimiser state on the GPU, but
+the exact footprint kernels are the CPU (numba) ones; there is no GPU kernel
+yet (no GPU to measure on here), so this path is thin and untested.
+Determinism: on the CPU the same seed gives the same model (kernels use a
+fixed number of partial sums, independent of the thread count).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..gaussians import GaussianVolume
+from ..intensity import IntensityMapping
+from . import budget as budgets
+from .config import TrainConfig, make_config
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Progress after one optimiser step.
+
+    psnr: dB, estimate of ``psnr_full`` from this step's lattice (model before
+    rounding). elapsed/eta: seconds. model: a detached ``GaussianVolume`` when
+    requested with ``Trainer.request_model`` (always on the final snapshot).
+    """
+
+    step: int
+    total_steps: int
+    loss: float
+    psnr: float
+    n_gaussians: int
+    elapsed: float
+    eta: float | None
+    done: bool
+    stopped: bool
+    model: GaussianVolume | None
+
+
+def _check_volume(volume) -> np.ndarray:
+    from ..volume_io import check_volume
+
+    return check_volume(volume, source="volume")
+
+
+def _check_spacing(spacing) -> tuple[float, float, float]:
+    if spacing is None:
+        return (1.0, 1.0, 1.0)
+    try:
+        sp = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise InputError(f"spacing must be three positive numbers (Z, Y, X), got {spacing!r}") from None
+    if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
+        raise InputError(f"spacing must be three positive numbers (Z, Y, X), got {spacing!r}")
+    return sp
+
+
+#: the default preset trains this many steps on volumes up to AUTO_STEPS_VOXELS voxels ...
+AUTO_STEPS_MAX = 2000
+AUTO_STEPS_VOXELS = 4_000_000
+#: ... and fewer (down to this) on larger ones, so 10 / 20 / 53 Mvoxel volumes fit the time targets
+AUTO_STEPS_MIN = 800
+
+
+def auto_steps(n_voxels: int) -> int:
+    """Steps of the default preset for a volume of ``n_voxels`` (deterministic, size-based).
+
+    Per-step cost grows with the volume (lattice size, Gaussians in the budget);
+    ``2000 * sqrt(4 M / voxels)`` keeps the total near the targets on 2 cores.
+    """
+    f = min(1.0, math.sqrt(AUTO_STEPS_VOXELS / max(1, n_voxels)))
+    return int(max(AUTO_STEPS_MIN, round(AUTO_STEPS_MAX * f / 10) * 10))
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
+        return "cuda"
+    raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+
+
+class Trainer:
+    """Fits a ``GaussianVolume`` to ``volume`` (3D array, ZYX) under a size budget.
+
+    Budget: at most one of ``bpp`` (bits per voxel of the whole file),
+    ``ratio`` (original bytes / file bytes) or ``gaussians`` (count); default
+    ``bpp=0.073``. ``preset`` is ``"default"`` or ``"paper"``; ``steps``
+    overrides its step count; extra keyword ``options`` override any
+    ``TrainConfig`` field (e.g. ``gate=False``, ``edge_weights=False``,
+    ``densify=False``). Input is validated here (``InputError``).
+    """
+
+    def __init__(self, volume, spacing=None, *, bpp=None, ratio=None, gaussians=None, preset="default",
+                 steps=None, seed=0, device="auto", **options):
+        self._volume = _check_volume(volume)
+        self.spacing = _check_spacing(spacing)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        if steps is None and preset == "default":
+            steps = auto_steps(self._volume.size)
+        self.config: TrainConfig = make_config(preset, steps, **options)
+        self.device = resolve_device(device)
+        self.total_steps = self.config.steps
+        shape = self._volume.shape
+        n_vox = int(np.prod(shape))
+        self.budget_bytes = budgets.budget_bytes(
+            n_vox, self._volume.dtype.itemsize, bpp=bpp, ratio=ratio, gaussians=gaussians
+        )
+        self.field_shape = None
+        template = GaussianVolume.empty(shape, mapping=IntensityMapping(dtype=self._volume.dtype), spacing=self.spacing)
+        if self.config.background_field:
+            nodes = (
+                int(self.config.background_budget * self.budget_bytes / 4)
+                if self.budget_bytes is not None
+                else int(min(4096, max(64, n_vox // 20000)))
+            )
+            self.field_shape = budgets.field_shape(nodes, shape)
+        if self.budget_bytes is not None:
+            try:
+                with_field = template.replace(background=np.zeros(self.field_shape, np.float32)) if self.field_shape else template
+                self.n_budget = budgets.gaussians_for_bytes(with_field, self.budget_bytes)
+            except InputError:
+                if self.field_shape is None:
+                    raise
+                self.field_shape = None
+                self.n_budget = budgets.gaussians_for_bytes(template, self.budget_bytes)
+        else:
+            self.n_budget = int(gaussians)
+        self._stop = threading.Event()
+        self._want_model = threading.Event()
+        self.result: GaussianVolume | None = None
+        self.history: list[dict] = []
+
+    # -- control (thread-safe) ---------------------------------------------------
+
+    def stop(self) -> None:
+        """End training after the current step; the final prune still runs."""
+        self._stop.set()
+
+    def request_model(self) -> None:
+        """Make the next snapshot carry a detached copy of the current model."""
+        self._want_model.set()
+
+    # -- training --------------------------------------------------------------------
+
+    def run(self) -> Iterator[Snapshot]:
+        from ._loop import TrainingLoop
+
+        loop = TrainingLoop(self)
+        yield from loop.run()
+        self.result = loop.result
+
+
+def compress(volume, spacing=None, *, bpp=None, ratio=None, gaussians=None, preset="default", steps=None,
+             seed=0, device="auto", progress: Callable[[Snapshot], object] | None = None,
+             **options) -> GaussianVolume:
+    """Compress ``volume`` (3D array, ZYX) into a ``GaussianVolume`` (see ``Trainer``).
+
+    ``progress`` is called with every ``Snapshot``.
+    """
+    t = Trainer(volume, spacing, bpp=bpp, ratio=ratio, gaussians=gaussians, preset=preset, steps=steps,
+                seed=seed, device=device, **options)
+    for snap in t.run():
+        if progress is not None:
+            progress(snap)
+    return t.result

@@ -1,0 +1,177 @@
+"""Compress widget driving the real Trainer on a small real crop (under Xvfb)."""
+
+import functools
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+SCALE = (2.0, 0.5, 0.5)
+TRANSLATE = (10.0, -3.0, 4.0)
+
+
+def _errors():
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    return [n.message for n in notification_manager.records if n.severity == NotificationSeverity.ERROR]
+
+
+def _widget(viewer, crop, **trainer_options):
+    from napari_volmicro._napari._compress import CompressWidget
+    from napari_volmicro.encode import Trainer
+
+    viewer.add_image(crop, name="beads", scale=SCALE, translate=TRANSLATE)
+    widget = CompressWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Compress")
+    # the real Trainer, without the slow occupancy-gate fit, so the test takes seconds
+    widget.trainer_factory = functools.partial(Trainer, gate=False, **trainer_options)
+    widget.budget_kind.setCurrentText("Gaussians")
+    widget.budget_value.setValue(60)
+    widget.snapshot_every_s = 0.5
+    return widget
+
+
+def _record_threads(viewer, seen):
+    """Record whether each layer event fires on the main thread."""
+
+    def watch(layer):
+        for name in ("data", "scale", "translate", "features", "metadata"):
+            ev = getattr(layer.events, name, None)
+            if ev is not None:
+                ev.connect(lambda e: seen.append(threading.current_thread() is threading.main_thread()))
+
+    viewer.layers.events.inserted.connect(
+        lambda e: (seen.append(threading.current_thread() is threading.main_thread()), watch(e.value))
+    )
+
+
+def test_training_runs_to_completion(make_napari_viewer_proxy, viewer_factory, bead_crop, qtbot):
+    viewer = make_napari_viewer_proxy(ensure_main_thread=True)  # setting attributes off-thread raises
+    seen = []
+    _record_threads(viewer, seen)
+    widget = _widget(viewer, bead_crop)
+    widget.steps_spin.setValue(25)
+    updates = []
+    widget.start()
+    widget.worker.yielded.connect(updates.append)
+    with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
+        pass
+    assert widget.result is not None and not widget.result.stopped
+    gv = widget.result.model
+    assert 0 < gv.n_gaussians <= 60 and gv.shape == bead_crop.shape
+    names = [lyr.name for lyr in viewer.layers]
+    assert names == ["beads", "beads reconstruction", "beads Gaussians"]
+    recon, points = viewer.layers["beads reconstruction"], viewer.layers["beads Gaussians"]
+    for lyr in (recon, points):
+        np.testing.assert_allclose(lyr.scale, SCALE)
+        np.testing.assert_allclose(lyr.translate, TRANSLATE)
+    assert recon.data.shape == bead_crop.shape
+    assert len(points.data) == gv.n_gaussians and "amplitude" in points.features
+    # progress reached the end; every step's loss/PSNR reached the plot
+    assert widget.progress.value() == widget.progress.maximum() == 25
+    assert len(widget.plot.steps) == 25 and widget.plot.steps[-1] == 25
+    assert updates[-1].done and any(u.model is not None for u in updates)
+    text = widget.summary_label.text()
+    for key in ("bpp", "ratio", "PSNR", "SSIM", "Gaussians"):
+        assert key in text
+    # the reported PSNR is the decoded stored model's
+    from napari_volmicro.container import quantize
+    from napari_volmicro.metrics import psnr_full
+
+    psnr = psnr_full(bead_crop, quantize(gv).decode(evaluator="dense"))
+    assert widget.result.summary["psnr_full"] == pytest.approx(psnr, abs=1e-6)
+    assert seen and all(seen)
+    assert widget.start_button.isEnabled() and widget.save_button.isEnabled()
+
+
+def test_stop_keeps_the_current_model_and_save_writes_it(viewer_factory, bead_crop, qtbot, tmp_path):
+    from napari_volmicro import load
+
+    viewer = viewer_factory()
+    widget = _widget(viewer, bead_crop)
+    widget.steps_spin.setValue(5000)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.progress.value() >= 3, timeout=60_000)
+    widget.stop_button.click()
+    with qtbot.waitSignal(widget.worker.finished, timeout=60_000):
+        pass
+    res = widget.result
+    assert res is not None and res.stopped
+    assert widget.progress.value() < 5000
+    assert "stopped early" in widget.summary_label.text()
+    assert "beads reconstruction" in viewer.layers and "beads Gaussians" in viewer.layers
+    out = widget.save(tmp_path / "stopped")
+    assert out == str(tmp_path / "stopped.vmg")
+    back = load(out)
+    assert back.n_gaussians == res.model.n_gaussians and back.shape == bead_crop.shape
+
+
+def test_start_twice_runs_one_training(viewer_factory, bead_crop, qtbot):
+    viewer = viewer_factory()
+    widget = _widget(viewer, bead_crop)
+    calls = []
+    real = widget.trainer_factory
+    widget.trainer_factory = lambda *a, **k: calls.append(1) or real(*a, **k)
+    widget.steps_spin.setValue(5000)
+    widget.start()
+    worker = widget.worker
+    assert not widget.start_button.isEnabled()
+    widget.start()  # ignored, with a message
+    widget.start_button.click()  # disabled: no effect
+    assert widget.worker is worker and len(calls) == 1
+    widget.stop()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+
+
+def test_deleting_the_source_stops_training(viewer_factory, bead_crop, qtbot):
+    viewer = viewer_factory()
+    widget = _widget(viewer, bead_crop)
+    widget.steps_spin.setValue(5000)
+    widget.start()
+    worker = widget.worker
+    qtbot.waitUntil(lambda: widget.progress.value() >= 2, timeout=60_000)
+    before = len(_errors())
+    viewer.layers.remove("beads")
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert widget.worker is None and widget.result is not None and widget.result.stopped
+    assert len(_errors()) == before
+    assert "beads" not in viewer.layers and "beads reconstruction" in viewer.layers
+
+
+def test_closing_the_viewer_stops_the_worker(viewer_factory, bead_crop, qtbot):
+    viewer = viewer_factory()
+    widget = _widget(viewer, bead_crop)
+    widget.steps_spin.setValue(5000)
+    widget.start()
+    worker = widget.worker
+    qtbot.waitUntil(lambda: widget.progress.value() >= 2, timeout=60_000)
+    errored = []
+    worker.errored.connect(errored.append)
+    viewer.close()
+    # closing stopped the trainer and waited (without an event loop) for the thread to end
+    assert widget.thread_done.is_set()
+    qtbot.wait(200)
+    assert errored == []
+
+
+def test_unusable_layers_are_refused(viewer_factory, qtbot):
+    from napari_volmicro._napari._compress import CompressWidget
+
+    viewer = viewer_factory()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="flat")
+    viewer.add_image(np.zeros((16, 16, 16, 3), np.uint8), name="colour", rgb=True)
+    viewer.add_points(np.zeros((3, 3)), name="dots")
+    viewer.add_image(np.zeros((4, 32, 32), np.float32), name="thin")
+    widget = CompressWidget(viewer)
+    for name, words in {"flat": "2D", "colour": "RGB", "dots": "Points", "thin": "at least 8"}.items():
+        widget.layer_combo.setCurrentText(name)
+        assert words in widget.layer_note.text(), (name, widget.layer_note.text())
+        assert not widget.start_button.isEnabled()
+        before = len(_errors())
+        widget.start()
+        assert widget.worker is None and len(_errors()) == before + 1
