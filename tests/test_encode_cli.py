@@ -51,8 +51,11 @@ def test_bad_input_is_one_line_error(tmp_path):
 def test_ctrl_c_leaves_no_output(tmp_path):
     src, _ = _crop(tmp_path)
     out = tmp_path / "never.vmg"
+    # A shell without job control starts background jobs with SIGINT ignored, and children
+    # inherit that; restore the default so the child gets Ctrl-C as a terminal would send it.
     proc = subprocess.Popen(CMD + ["compress", str(src), "-o", str(out), "--steps", "100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # wait until training is under way (the progress bar shows steps)
     seen = bytearray()
 

@@ -349,3 +349,11 @@ def test_write_compressed_tiff(tmp_path):
     write_volume(tmp_path / "r.tif", a)
     assert os.path.getsize(tmp_path / "z.tif") < os.path.getsize(tmp_path / "r.tif") / 10
     np.testing.assert_array_equal(read_volume(tmp_path / "z.tif")[0], a)
+
+
+def test_int64_volumes_are_narrowed_to_a_storable_dtype():
+    vol = np.arange(8 * 8 * 8, dtype=np.int64).reshape(8, 8, 8)
+    out = check_volume(vol)
+    assert out.dtype == np.uint16 and np.array_equal(out, vol)
+    with pytest.raises(InputError, match="beyond 32-bit"):
+        check_volume(vol * 2**40)

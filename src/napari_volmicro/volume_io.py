@@ -23,8 +23,6 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import os
-import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -339,9 +337,24 @@ def check_volume(array, source: str = "volume") -> np.ndarray:
             )
     if dt == np.float16:
         arr = arr.astype(np.float32)
+    if dt.kind in "iu" and dt.itemsize == 8:
+        arr = _narrow_int64(arr, source)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return np.ascontiguousarray(arr)
+
+
+def _narrow_int64(arr: np.ndarray, source: str) -> np.ndarray:
+    """64-bit integer volumes (not storable in a .vmg) -> the smallest integer dtype holding their values."""
+    lo, hi = int(arr.min()), int(arr.max())
+    for cand in (np.uint8, np.uint16, np.int16, np.uint32, np.int32):
+        info = np.iinfo(cand)
+        if info.min <= lo and hi <= info.max:
+            return arr.astype(cand)
+    raise InputError(
+        f"{source}: {arr.dtype} values span {lo}..{hi}, beyond 32-bit integers; "
+        f"convert the volume to float32 or float64 first"
+    )
 
 
 # -- writing -------------------------------------------------------------------
@@ -388,21 +401,14 @@ def write_volume(path, array, spacing=None, *, compression: str | None = None) -
     if suffix in NPY_SUFFIXES and spacing is not None and (sz, sy, sx) != (1.0, 1.0, 1.0):
         warnings.warn(f"{path}: .npy files cannot store the voxel size {(sz, sy, sx)}; it is dropped", stacklevel=2)
 
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if suffix in NPY_SUFFIXES:
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp_name:
+        if suffix in NPY_SUFFIXES:
+            with open(tmp_name, "wb") as fh:
                 np.save(fh, arr, allow_pickle=False)
-        if suffix in TIFF_SUFFIXES:
+        else:
             _write_tiff(tmp_name, arr, (sz, sy, sx), compression)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 

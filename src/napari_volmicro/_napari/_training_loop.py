@@ -102,7 +102,7 @@ def training_updates(
 def _updates(trainer, volume, throttle_s, snapshot_every_s, preview_voxels, summary, cancel):
     t0 = time.monotonic()
     last_yield = -1e9
-    last_request = t0
+    last_request = -1e9  # ask for a model at once, so the live layers show the initialisation
     history = []
     snap = None
     for snap in trainer.run():

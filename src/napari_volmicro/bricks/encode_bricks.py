@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -535,30 +534,17 @@ def assemble(staging: Staging, grid: BrickGrid, vol: ChunkedVolume, plan: Plan, 
     table = b"".join(x.pack() for x in bricks) + b"".join(s.pack() for s in infos)
     head = header.pack()
     table += table_crc(head, table).to_bytes(4, "little")
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(head)
-            fh.write(table)
-            for _, _, data in sections:
-                fh.write(data)
-            for b in grid:  # stream payloads one brick at a time
-                fh.write(staging.read(b.index).planes.astype("<u2").tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-            size = fh.tell()
-        try:
-            mode = os.stat(output).st_mode & 0o777
-        except OSError:
-            mode = 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, output)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if size != pos:
-        raise VolmicroError(f"{output}: wrote {size} bytes, the tables describe {pos}")  # pragma: no cover
-    return size
+    from ..atomic import write_atomic
+
+    def write(fh):
+        fh.write(head)
+        fh.write(table)
+        for _, _, data in sections:
+            fh.write(data)
+        for b in grid:  # stream payloads one brick at a time
+            fh.write(staging.read(b.index).planes.astype("<u2").tobytes())
+        if fh.tell() != pos:  # checked before the rename, so a bad file never replaces a good one
+            raise VolmicroError(f"{output}: wrote {fh.tell()} bytes, the tables describe {pos}")  # pragma: no cover
+
+    write_atomic(output, write)
+    return pos

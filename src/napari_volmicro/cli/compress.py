@@ -78,6 +78,19 @@ class _Progress:
         self.bar.close()
 
 
+def run_with_progress(trainer, enabled: bool = True):
+    """Run ``trainer`` to the end with a progress bar; returns (last snapshot, seconds)."""
+    bar = _Progress(trainer.total_steps, enabled=enabled)
+    t0 = time.perf_counter()
+    snap = None
+    try:
+        for snap in trainer.run():
+            bar(snap)
+    finally:
+        bar.close()
+    return snap, time.perf_counter() - t0
+
+
 def compress_file(input_path, output_path, *, bpp=None, ratio=None, gaussians=None, preset="default",
                   steps=None, seed=0, device="auto", progress=True, **options) -> dict:
     """Compress ``input_path`` into ``output_path``; returns the report dict (see module doc)."""
@@ -92,14 +105,7 @@ def compress_file(input_path, output_path, *, bpp=None, ratio=None, gaussians=No
     volume = check_volume(array, source=str(input_path))
     trainer = Trainer(volume, spacing, bpp=bpp, ratio=ratio, gaussians=gaussians, preset=preset, steps=steps,
                       seed=seed, device=device, **options)
-    bar = _Progress(trainer.total_steps, enabled=progress)
-    t0 = time.perf_counter()
-    try:
-        for snap in trainer.run():
-            bar(snap)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - t0
+    snap, seconds = run_with_progress(trainer, enabled=progress)
     gv = trainer.result
     path = save(gv, output_path)
     stored = load(path)

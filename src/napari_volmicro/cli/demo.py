@@ -37,7 +37,7 @@ def run(args) -> int:
     from ..container import save
     from ..encode import Trainer
     from ..volume_io import check_volume, read_volume
-    from .compress import _Progress
+    from .compress import run_with_progress
 
     with resources.as_file(sample_path()) as src:
         array, spacing = read_volume(src)
@@ -45,14 +45,7 @@ def run(args) -> int:
     print(f"sample: {SAMPLE}, {volume.shape[0]} x {volume.shape[1]} x {volume.shape[2]} voxels (Z, Y, X), "
           f"{volume.dtype}, {volume.nbytes} bytes")
     trainer = Trainer(volume, spacing, bpp=0.073, steps=args.steps)
-    bar = _Progress(trainer.total_steps)
-    t0 = time.perf_counter()
-    try:
-        for snap in trainer.run():
-            bar(snap)
-    finally:
-        bar.close()
-    encode_s = time.perf_counter() - t0
+    snap, encode_s = run_with_progress(trainer)
     path = save(trainer.result, args.output)
     gv = load(path)
     gv.decode((slice(0, 1), slice(None), slice(None)))  # warm-up: compile the decoder

@@ -9,8 +9,6 @@ file lists bricks in C order (Z slowest), so a many-brick file reorders them.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,23 +180,6 @@ def save(gv: GaussianVolume, path, *, brick_shape=None) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:  # keep the permissions of a file we replace; mkstemp's 0600 is too strict
-            mode = os.stat(path).st_mode & 0o777
-        except OSError:
-            mode = 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    from ..atomic import write_atomic as _write
+
+    return _write(path, lambda fh: fh.write(data))
