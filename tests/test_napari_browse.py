@@ -112,9 +112,10 @@ def test_stale_results_are_dropped(viewer_factory, vmg_file, qtbot):
     final = int(round(viewer.dims.point[0] / 2.0))
     qtbot.waitUntil(lambda: bool(shown) and shown[-1] == final and not browser.busy, timeout=60_000)
     qtbot.wait(300)
-    # the first event decodes at once (z=3); the burst is debounced into one more decode (the
-    # final slice); the z=3 result arrives after the view moved on and is never shown
-    assert browser.requests - before == 2
+    # the first event decodes at once (z=3) unless the opening decode is still running; the rest
+    # of the burst is debounced into one decode of the final slice; a z=3 result arrives after
+    # the view moved on and is never shown
+    assert 1 <= browser.requests - before <= 2
     assert shown == [final]
     assert np.all(image.translate == 0) and image.data.shape == (24, 40, 36)
 
