@@ -127,7 +127,11 @@ class Trainer:
         if steps is None and preset == "default":
             steps = auto_steps(self._volume.size)
         self.config: TrainConfig = make_config(preset, steps, **options)
-        self.device = resolve_device(device)
+        if device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        # "auto" is resolved on first use, so constructing a Trainer (e.g. on a GUI thread)
+        # does not import torch; an explicit "cuda" is checked now.
+        self._device = resolve_device(device) if device == "cuda" else (device if device == "cpu" else None)
         self.total_steps = self.config.steps
         shape = self._volume.shape
         n_vox = int(np.prod(shape))
@@ -158,6 +162,13 @@ class Trainer:
         self._want_model = threading.Event()
         self.result: GaussianVolume | None = None
         self.history: list[dict] = []
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda"`` (``"auto"`` picks CUDA when torch sees a GPU)."""
+        if self._device is None:
+            self._device = resolve_device("auto")
+        return self._device
 
     # -- control (thread-safe) ---------------------------------------------------
 
