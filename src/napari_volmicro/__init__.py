@@ -19,10 +19,17 @@ if TYPE_CHECKING:
 
 
 def load(path) -> GaussianVolume:
-    """Read a ``.vmg`` file into a ``GaussianVolume``."""
-    from .container import load as _load
+    """Open a ``.vmg`` file as a ``GaussianVolume``.
 
-    return _load(path)
+    A one-brick file is read whole (every byte checked). A file with more than
+    one brick gives a ``container.LazyGaussianVolume``: ``decode(region)`` reads
+    only the bricks whose Gaussians reach the region (recent ones are cached),
+    and the parameter arrays (``centers`` ...) read every brick on first use.
+    ``container.load(path)`` always reads the whole file.
+    """
+    from .container import open_model
+
+    return open_model(path)
 
 
 def __getattr__(name):

@@ -6,6 +6,8 @@
 - ``read_info(path)``: header fields without reading the Gaussians.
 - ``VmgFile(path)``: random access by brick; ``load_region`` reads only the
   bricks whose Gaussians can reach a region.
+- ``open_model(path)``: ``LazyGaussianVolume`` for a many-brick file (reads
+  bricks as regions need them), else ``load``.
 
 Bad files raise ``FormatError`` (``ChecksumError`` for corrupt bytes,
 ``UnsupportedVersionError`` for newer files) with the file name in the message.
@@ -16,6 +18,7 @@ length before anything is allocated.
 from __future__ import annotations
 
 from .layout import BYTES_PER_GAUSSIAN, FORMAT_VERSION, MAGIC, BrickInfo
+from .lazy import LazyGaussianVolume, open_model
 from .reader import VmgFile, load, read_info
 from .writer import file_size, quantize, save, to_bytes
 
@@ -24,9 +27,11 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "BrickInfo",
+    "LazyGaussianVolume",
     "VmgFile",
     "file_size",
     "load",
+    "open_model",
     "quantize",
     "read_info",
     "save",

@@ -11,6 +11,8 @@ bricks before the cut can be read, ``load`` and a brick past the cut raise
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +48,30 @@ class VmgFile:
     ``file_bytes`` (actual size) and ``expected_bytes`` (size the tables
     describe); ``complete``; ``bytes_read`` (running total of bytes read from
     disk, for tests and benchmarks).
+
+    ``cache_gaussians``: keep the most recently used bricks' Gaussians in
+    memory, up to this many Gaussians in all (least recently used dropped
+    first; 0, the default, keeps nothing), and the last models
+    ``load_bricks`` built, up to as many Gaussians again, so panning over the
+    same bricks reads nothing again. Every brick is fully checked (checksum, values, reach box) the
+    first time it is read; a later re-read checks its checksum again (the
+    bytes are those already verified) and skips the reach-box check.
+    Methods are safe to call from several threads.
     """
 
-    def __init__(self, path):
+    #: at most this many models built by ``load_bricks`` are kept (only with a cache)
+    MODEL_CACHE = 2
+
+    def __init__(self, path, *, cache_gaussians: int = 0):
         self.path = Path(path)
         self.name = str(self.path)
         self.bytes_read = 0
+        self.cache_gaussians = max(0, int(cache_gaussians))
+        self._parts: OrderedDict[int, dict] = OrderedDict()  # brick index -> raw arrays (LRU)
+        self._cached = 0  # Gaussians held in _parts
+        self._models: OrderedDict[tuple[int, ...], GaussianVolume] = OrderedDict()
+        self._reach_checked: set[int] = set()
+        self._lock = threading.RLock()
         if self.path.is_dir():
             raise IsADirectoryError(21, "is a directory, expected a .vmg file", self.name)
         self.file_bytes = os.stat(self.path).st_size
@@ -185,8 +205,25 @@ class VmgFile:
                 f"{where}: payload checksum mismatch (bytes {b.offset}-{b.end - 1} are corrupt)"
             )
         part = dequantize_brick(data, b.count, b.pos_lo, b.pos_hi, where)
-        if b.count:
+        if b.count and i not in self._reach_checked:
             self._check_reach(i, part)
+            self._reach_checked.add(i)
+        return part
+
+    def _part(self, i: int, fh, cache: bool = True) -> dict:
+        """Brick ``i``'s raw arrays, from the cache or read (and cached if ``cache`` and there is room)."""
+        part = self._parts.get(i)
+        if part is not None:
+            self._parts.move_to_end(i)
+            return part
+        part = self._load_brick(i, fh)
+        count = self.bricks[i].count
+        if cache and 0 < count <= self.cache_gaussians:
+            while self._parts and self._cached + count > self.cache_gaussians:
+                _, old = self._parts.popitem(last=False)
+                self._cached -= len(old["amplitudes"])
+            self._parts[i] = part
+            self._cached += count
         return part
 
     def _check_reach(self, i: int, part: dict) -> None:
@@ -210,12 +247,32 @@ class VmgFile:
                 raise InputError(f"brick index {i} is out of range (the file has {len(self.bricks)} bricks)")
         return sorted(set(idx))
 
-    def load_bricks(self, indices) -> GaussianVolume:
+    def load_bricks(self, indices, *, cache: bool = True) -> GaussianVolume:
         """A model holding only the Gaussians of bricks ``indices`` (in file order), with the
-        full volume's shape, spacing, mapping and background."""
+        full volume's shape, spacing, mapping and background.
+
+        cache: keep the bricks read, and the model, in this file's cache (if it has one).
+        """
         idx = self._indices(indices)
-        with open(self.path, "rb") as fh:
-            return self._model([self._load_brick(i, fh) for i in idx])
+        key = tuple(idx)
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+                return model
+            if all(i in self._parts for i in idx):
+                parts = [self._part(i, None) for i in idx]
+            else:
+                with open(self.path, "rb") as fh:
+                    parts = [self._part(i, fh, cache) for i in idx]
+            model = self._model(parts)
+            if cache and 0 < model.n_gaussians <= self.cache_gaussians:
+                self._models[key] = model
+                while len(self._models) > self.MODEL_CACHE or (
+                    sum(m.n_gaussians for m in self._models.values()) > self.cache_gaussians
+                ):
+                    self._models.popitem(last=False)
+            return model
 
     def bricks_for_region(self, region) -> list[int]:
         """Indices of the bricks whose reach box meets ``region`` (three slices, ZYX, or a ``RegionGrid``).
@@ -223,8 +280,26 @@ class VmgFile:
         Decoding the region from these bricks alone is exact.
         """
         grid = region if isinstance(region, RegionGrid) else normalize_region(region, self.shape)
-        first, last = grid.start, grid.last
-        return [i for i, b in enumerate(self.bricks) if b.meets(first, last)]
+        return self.bricks_meeting(grid.start, grid.last)
+
+    def bricks_meeting(self, first, last) -> list[int]:
+        """Indices of the non-empty bricks whose reach box meets the box ``[first, last]``
+        (voxel coordinates, ZYX, inclusive)."""
+        lo, hi, filled = self._reach_table()
+        first = np.asarray(first, np.float64)
+        last = np.asarray(last, np.float64)
+        hit = filled & np.all(lo <= last, axis=1) & np.all(hi >= first, axis=1)
+        return np.flatnonzero(hit).tolist()
+
+    def _reach_table(self):
+        """(B, 3) reach lo and hi (float64) and (B,) whether each brick has Gaussians, built once."""
+        table = getattr(self, "_reach", None)
+        if table is None:
+            lo = np.array([b.reach_lo for b in self.bricks], np.float64).reshape(-1, 3)
+            hi = np.array([b.reach_hi for b in self.bricks], np.float64).reshape(-1, 3)
+            filled = np.array([b.count > 0 for b in self.bricks], bool)
+            table = self._reach = (lo, hi, filled)
+        return table
 
     def load_region(self, region) -> GaussianVolume:
         """A model with only the Gaussians that can touch ``region``; reads only those bricks."""
@@ -232,13 +307,17 @@ class VmgFile:
 
     def load(self) -> GaussianVolume:
         """The whole model; ``FormatError`` if the file is truncated."""
+        self.check_complete()
+        return self.load_bricks(range(len(self.bricks)), cache=False)
+
+    def check_complete(self) -> None:
+        """``FormatError`` if the file is cut short (some bricks' payloads are missing)."""
         if not self.complete:
             missing = sum(not self.brick_available(i) for i in range(len(self.bricks)))
             raise FormatError(
                 f"{self.name}: truncated: the file has {self.file_bytes} bytes, its tables describe "
                 f"{self.expected_bytes} ({missing} of {len(self.bricks)} bricks cut off)"
             )
-        return self.load_bricks(range(len(self.bricks)))
 
     def verify(self) -> None:
         """Read and check every brick (checksums, values, reach boxes); raises ``FormatError``."""

@@ -1,0 +1,171 @@
+"""``LazyGaussianVolume``: a many-brick ``.vmg`` file used as a model without reading it whole.
+
+``open_model(path)`` (what ``napari_volmicro.load`` calls) returns one for a
+file with more than one brick, and the fully loaded ``GaussianVolume`` for a
+one-brick file.
+
+The lazy model is a ``GaussianVolume`` with the same public interface:
+
+- ``shape``, ``spacing``, ``mapping``, ``background`` and ``n_gaussians``
+  come from the file's header and sections (read when it is opened).
+- ``decode(region)``, ``decode_model(region)`` and ``evaluate(points)`` read,
+  through ``VmgFile.load_region``, only the bricks whose reach box (core plus
+  the 3-sigma footprint of their Gaussians) meets the region (for points: the
+  points' bounding box). Recently used bricks stay in a bounded LRU cache
+  (``cache_gaussians``), so panning over the same bricks reads nothing again.
+- ``centers``, ``scales``, ``quaternions`` and ``amplitudes`` (and whatever
+  uses them: ``rotations``, ``extents``, ``subset``, ``replace``, ``save``,
+  feature tables) read every brick on first access and keep the whole model.
+
+Decoded values. The ``"dense"`` and ``"reference"`` evaluators sum every
+Gaussian whose 3-sigma ellipsoid covers a voxel; all of them lie in the bricks
+read, in file order, so a region decodes bit for bit as the whole model
+decodes it. The ``"knn"`` evaluator keeps, at each voxel, the covering
+Gaussians whose centres are among the K nearest **among the Gaussians of the
+bricks read** (ties by file order, as for the whole model). A Gaussian's rank
+among a subset is never worse than its rank among all Gaussians, so every
+term the whole-model KNN keeps is kept here, plus possibly covering Gaussians
+that the whole model's K nearest pushed out: the region's KNN sum lies
+between the whole model's KNN sum and the exact (dense) sum, term by term,
+and for non-negative amplitudes it is pointwise at least as close to the
+exact sum. Which extra terms are kept depends on the brick layout; with K at
+least the number of Gaussians read it equals the dense decode.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..gaussians import GaussianVolume, _check_k, check_points
+from ..region import normalize_region
+from .reader import VmgFile
+
+#: Default bound of the brick cache, in Gaussians (44 bytes each in memory: about 90 MB).
+CACHE_GAUSSIANS = 2_000_000
+
+
+class LazyGaussianVolume(GaussianVolume):
+    """A ``GaussianVolume`` backed by a many-brick ``.vmg`` file, read brick by brick on demand.
+
+    See the module docstring. ``vmg``: the open ``VmgFile`` (its ``bytes_read``
+    counts what was read). ``loaded``: whether the whole model was read.
+    Immutable like ``GaussianVolume``; copies share the file and its cache.
+    """
+
+    def __init__(self, vmg: VmgFile):
+        object.__setattr__(self, "vmg", vmg)
+        object.__setattr__(self, "_whole", None)
+        object.__setattr__(self, "_whole_lock", threading.Lock())
+        object.__setattr__(self, "shape", vmg.shape)
+        object.__setattr__(self, "spacing", vmg.spacing)
+        object.__setattr__(self, "mapping", vmg.mapping)
+        object.__setattr__(self, "background", vmg.background)
+
+    # -- the whole model, on first use ---------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._whole is not None
+
+    def whole(self) -> GaussianVolume:
+        """Every brick, read once and kept (a plain ``GaussianVolume``)."""
+        if self._whole is None:
+            with self._whole_lock:
+                if self._whole is None:
+                    object.__setattr__(self, "_whole", self.vmg.load())
+        return self._whole
+
+    @property
+    def centers(self) -> np.ndarray:
+        return self.whole().centers
+
+    @property
+    def scales(self) -> np.ndarray:
+        return self.whole().scales
+
+    @property
+    def quaternions(self) -> np.ndarray:
+        return self.whole().quaternions
+
+    @property
+    def amplitudes(self) -> np.ndarray:
+        return self.whole().amplitudes
+
+    @property
+    def n_gaussians(self) -> int:
+        return self.vmg.n_gaussians
+
+    # -- regions ------------------------------------------------------------------------
+
+    def region_model(self, region=None) -> GaussianVolume:
+        """The Gaussians of the bricks that reach ``region`` (three slices or a ``RegionGrid``, ZYX)."""
+        grid = normalize_region(region, self.shape)
+        return self.vmg.load_region(grid)
+
+    def decode(self, region=None, evaluator: str = "dense", k: int = 32) -> np.ndarray:
+        """Decode ``region`` reading only the bricks that reach it (see ``GaussianVolume.decode``
+        and, for ``"knn"``, the module docstring)."""
+        from ..evaluate import get_evaluator
+
+        grid = normalize_region(region, self.shape)
+        ev = get_evaluator(evaluator)
+        return ev.decode(self.vmg.load_region(grid), grid, _check_k(k))
+
+    def decode_model(self, region=None, evaluator: str = "dense", k: int = 32) -> np.ndarray:
+        """Like ``decode`` but float32 model values (no intensity mapping)."""
+        from ..evaluate import get_evaluator
+
+        grid = normalize_region(region, self.shape)
+        ev = get_evaluator(evaluator)
+        return ev.decode_model(self.vmg.load_region(grid), grid, _check_k(k))
+
+    def evaluate(self, points, evaluator: str = "knn", k: int = 32) -> np.ndarray:
+        """Values at (M, 3) voxel coordinates (ZYX), reading the bricks that reach the points'
+        bounding box (see ``GaussianVolume.evaluate``)."""
+        pts = check_points(points)
+        if len(pts) == 0:
+            return np.zeros(0, np.float64)
+        model = self.vmg.load_bricks(self.vmg.bricks_meeting(pts.min(axis=0), pts.max(axis=0)))
+        return model.evaluate(pts, evaluator=evaluator, k=k)
+
+    # -- identity -------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (
+            f"LazyGaussianVolume({self.vmg.name!r}, shape={self.shape}, n_gaussians={self.n_gaussians}, "
+            f"bricks={len(self.vmg.bricks)}, loaded={self.loaded})"
+        )
+
+    def __eq__(self, other) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return (open_model, (str(self.vmg.path), self.vmg.cache_gaussians))
+
+
+def open_model(path, cache_gaussians: int = CACHE_GAUSSIANS) -> GaussianVolume:
+    """A model for the ``.vmg`` at ``path``: lazy (``LazyGaussianVolume``) if the file has more
+    than one brick, else the whole model read and checked (``container.load``).
+
+    A lazy model checks each brick (checksum, values, reach box) when it first
+    reads it, so a damaged brick raises ``FormatError`` when a region needs it.
+    A truncated file raises ``FormatError`` here (``VmgFile`` and
+    ``bricks.check_bricks`` read the intact bricks of one).
+    """
+    vmg = VmgFile(path)
+    if len(vmg.bricks) == 1:
+        return vmg.load()
+    vmg.check_complete()
+    vmg.cache_gaussians = max(0, int(cache_gaussians))
+    return LazyGaussianVolume(vmg)
