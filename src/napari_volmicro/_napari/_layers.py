@@ -14,6 +14,14 @@ from ..gaussians import GaussianVolume
 #: Image-layer metadata key holding the model and the layer's base placement.
 MODEL_KEY = "volmicro_model"
 BASE_KEY = "volmicro_base"
+#: Image-layer metadata key set when the contrast limits are to come from the first decoded block
+#: (a model read brick by brick: its amplitudes are not known without reading every brick).
+AUTO_CONTRAST_KEY = "volmicro_auto_contrast"
+
+
+def parameters_read(gv: GaussianVolume) -> bool:
+    """Whether ``gv``'s parameter arrays are in memory (False for a lazy model not yet read whole)."""
+    return getattr(gv, "loaded", True)
 
 
 def same_layer(a, b) -> bool:
@@ -30,9 +38,11 @@ def contrast_limits(gv: GaussianVolume) -> tuple[float, float]:
     """Display range in original units: background level to the 95th percentile Gaussian peak.
 
     (The very brightest Gaussians, e.g. a soma, would otherwise leave thin structures dark.)
+    A lazy model not yet read whole uses a peak of 1 model unit (the mapping's range);
+    ``contrast_from_block`` refines it from the first decoded block.
     """
     m = gv.mapping
-    peak = float(np.percentile(gv.amplitudes, 95)) if gv.n_gaussians else 1.0
+    peak = float(np.percentile(gv.amplitudes, 95)) if gv.n_gaussians and parameters_read(gv) else 1.0
     lo, hi = m.offset, m.offset + m.scale * max(peak, 1e-6)
     clip_lo, clip_hi = m.clip_range
     lo, hi = max(lo, clip_lo), min(hi, clip_hi)
@@ -49,15 +59,27 @@ def image_layer_data(gv: GaussianVolume, name: str, scale=None, translate=(0.0, 
     """
     scale = tuple(float(s) for s in (gv.spacing if scale is None else scale))
     translate = tuple(float(t) for t in translate)
+    metadata = {MODEL_KEY: gv, BASE_KEY: (scale, translate)}
+    if not parameters_read(gv):
+        metadata[AUTO_CONTRAST_KEY] = True
     kwargs = {
         "name": name,
         "scale": scale,
         "translate": translate,
         "contrast_limits": contrast_limits(gv),
         "colormap": "gray",
-        "metadata": {MODEL_KEY: gv, BASE_KEY: (scale, translate)},
+        "metadata": metadata,
     }
     return (placeholder(gv) if data is None else data, kwargs, "image")
+
+
+def contrast_from_block(block: np.ndarray) -> tuple[float, float]:
+    """Display range (original units) from a decoded block: its minimum to its 99.5th percentile."""
+    lo = float(block.min())
+    hi = float(np.percentile(block, 99.5))
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
 
 
 def points_layer_data(gv: GaussianVolume, name: str, scale=None, translate=(0.0, 0.0, 0.0), features=None):

@@ -3,6 +3,12 @@
 A file that cannot be read (corrupt, truncated, newer format) gives a napari
 error notification naming the file and the problem, and no layers; it does not
 raise (which would open a traceback dialog).
+
+A many-brick file opens as a lazy model (``container.LazyGaussianVolume``): the
+Browse widget decodes the visible region from only the bricks that reach it.
+Its centres are shown as a Points layer only up to ``POINTS_LAYER_MAX``
+Gaussians (drawing them needs every brick read); the Image layer's contrast
+limits then come from the first decoded block.
 """
 
 from __future__ import annotations
@@ -10,10 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import VolmicroError
-from ._layers import image_layer_data, points_layer_data
+from ._layers import image_layer_data, parameters_read, points_layer_data
 
 #: What napari treats as "read fine, but nothing to add" (no fallback to other readers).
 NO_LAYERS = [(None,)]
+#: Largest many-brick model whose centres the reader shows as a Points layer.
+POINTS_LAYER_MAX = 200_000
 
 
 def get_reader(path):
@@ -31,21 +39,33 @@ def read_vmg(path):
     """Layers for a ``.vmg`` file; opens the Browse widget, which decodes the visible region."""
     if isinstance(path, list):
         path = path[0]
-    from napari.utils.notifications import show_error
+    from napari.utils.notifications import show_error, show_info
 
     from .. import load
 
+    name = Path(path).name
     try:
         gv = load(path)
+        with_points = parameters_read(gv) or gv.n_gaussians <= POINTS_LAYER_MAX
+        # before the image: reading the centres makes the amplitudes known for the contrast limits
+        points = points_layer_data(gv, f"{Path(path).stem} centres") if with_points else None
     except VolmicroError as exc:
-        show_error(f"napari-volmicro could not open {Path(path).name}: {exc}")
+        show_error(f"napari-volmicro could not open {name}: {exc}")
         return NO_LAYERS
     except OSError as exc:
-        show_error(f"napari-volmicro could not read {Path(path).name}: {exc.strerror or exc}")
+        show_error(f"napari-volmicro could not read {name}: {exc.strerror or exc}")
         return NO_LAYERS
-    stem = Path(path).stem
     _open_browse_dock()
-    return [image_layer_data(gv, stem), points_layer_data(gv, f"{stem} centres")]
+    layers = [image_layer_data(gv, Path(path).stem)]
+    if points is None:
+        show_info(
+            f"napari-volmicro: {name} holds {gv.n_gaussians:,} Gaussians in {len(gv.vmg.bricks):,} bricks; "
+            f"their centres are not shown as points (more than {POINTS_LAYER_MAX:,}). Browse decodes "
+            "the visible region from the bricks it needs."
+        )
+    else:
+        layers.append(points)
+    return layers
 
 
 def _open_browse_dock():

@@ -9,6 +9,11 @@ events are debounced (the first event after a quiet spell fires at once, so a
 single slice step is not delayed); at most one decode runs at a time and a
 result whose request is no longer the latest is dropped. All layer changes
 happen in the worker's ``returned`` handler, on the main thread.
+
+A many-brick file's lazy model reads, for each decode, only the bricks that
+reach the region (recent bricks stay cached); a layer marked for automatic
+contrast (its amplitudes were not read) takes its contrast limits from the
+first block shown.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..region import RegionGrid, full_grid
-from ._layers import BASE_KEY, MODEL_KEY, same_layer
+from ._layers import AUTO_CONTRAST_KEY, BASE_KEY, MODEL_KEY, contrast_from_block, same_layer
 from ._view_region import placement, strided_box, visible_region
 
 EVALUATORS = ("knn", "dense", "reference")
@@ -257,6 +262,10 @@ class RegionBrowser:
             if not np.allclose(layer.translate[-3:], translate):
                 layer.translate = translate
             layer.data = data
+        if layer.metadata.get(AUTO_CONTRAST_KEY):
+            # a lazily read model: its amplitudes are unknown, the first block sets the range
+            layer.metadata = {k: v for k, v in layer.metadata.items() if k != AUTO_CONTRAST_KEY}
+            layer.contrast_limits = contrast_from_block(block)
         self._shown = req
 
     # -- teardown -------------------------------------------------------------------
