@@ -88,15 +88,6 @@ def test_region_decode_reads_only_the_bricks_that_reach_it(bricked, brick_reads)
     np.testing.assert_array_equal(gv.decode_model(CORNER), whole.decode_model(CORNER))
     assert sorted(brick_reads) == needed  # each needed brick read once, then cached
     assert vmg.bytes_read - opened == payload_bytes(vmg, needed)
-    # every Gaussian whose 3-sigma box meets the region came from a brick that was read
-    starts = np.cumsum([0] + [b.count for b in vmg.bricks])
-    read = np.zeros(whole.n_gaussians, bool)
-    for i in needed:
-        read[starts[i] : starts[i + 1]] = True
-    ext = whole.extents()
-    first, last = np.array([9, 10, 28]), np.array([26, 36, 52])
-    meets = np.all((whole.centers - ext <= last) & (whole.centers + ext >= first), axis=1)
-    assert meets.any() and np.all(read[meets]) and not read.all()
     # panning back over the same bricks reads nothing; a strided region is exact too
     brick_reads.clear()
     np.testing.assert_array_equal(gv.decode(CORNER), whole.decode(CORNER))

@@ -3,9 +3,12 @@
 
 import numpy as np
 import pytest
+import test_bricks_lazy
 
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
+
+brick_reads = test_bricks_lazy.brick_reads  # fixture: brick indices read from disk
 
 
 @pytest.fixture
@@ -19,22 +22,6 @@ def bricked_file(tmp_path):
     gv = random_volume(shape=(64, 48, 56), n=600, seed=21, mapping=IntensityMapping(80.0, 900.0, np.uint16))
     gv = gv.replace(background=rng.uniform(0.0, 0.05, (3, 3, 3)).astype(np.float32), spacing=(2.0, 1.0, 1.0))
     return save(gv, tmp_path / "bricked.vmg", brick_shape=(16, 16, 16))
-
-
-@pytest.fixture
-def brick_reads(monkeypatch):
-    """Brick indices read from disk by ``VmgFile._load_brick`` (from any thread)."""
-    from napari_volmicro.container import VmgFile
-
-    reads = []
-    original = VmgFile._load_brick
-
-    def counting(self, i, fh=None):
-        reads.append(i)
-        return original(self, i, fh)
-
-    monkeypatch.setattr(VmgFile, "_load_brick", counting)
-    return reads
 
 
 @pytest.fixture

@@ -478,73 +478,38 @@ def _run_stats(client, vol: ChunkedVolume, grid: BrickGrid, staging: Staging) ->
 
 
 def assemble(staging: Staging, grid: BrickGrid, vol: ChunkedVolume, plan: Plan, output: Path) -> int:
-    """Write the ``.vmg`` from the parts (every brick, in C order), atomically; returns its size in bytes."""
-    from ..container.codec import background_payload
-    from ..container.layout import (
-        FORMAT_VERSION,
-        SECTION_BACKGROUND,
-        SECTION_REQUIRED,
-        BrickInfo,
-        Header,
-        SectionInfo,
-        crc32,
-        table_crc,
-    )
-    from ..intensity import DTYPE_CODES, check_dtype
+    """Write the ``.vmg`` from the parts (every brick, in C order), atomically; returns its size in bytes.
 
-    parts_meta = []
-    n_total = 0
+    Two passes over the parts: the first builds the brick table (counts, boxes, CRCs) and the
+    background field, the second streams the payloads through ``container.write_bricks``, which
+    checks each against its table entry, so memory holds one part at a time.
+    """
+    from ..container import brick_entry, write_bricks
+    from ..container.codec import payload_bytes
+    from ..intensity import IntensityMapping
+
+    entries = []
     field = None
     if plan.field_shape is not None:
         field = np.zeros(len(plan.node_points), np.float64)
         seen = np.zeros(len(plan.node_points), bool)
     for b in grid:
         part = staging.read(b.index)
-        parts_meta.append((b, part.count, part.pos_lo, part.pos_hi, part.reach_lo, part.reach_hi,
-                           crc32(part.planes.astype("<u2").tobytes())))
-        n_total += part.count
+        entries.append(brick_entry(b.core_lo, b.core_hi, part.planes, part.pos_lo, part.pos_hi,
+                                   part.reach_lo, part.reach_hi)[0])
         if field is not None:
             field[part.node_index] = part.node_values
             seen[part.node_index] = True
-    sections = []
+    background = None
     if field is not None:
         if not seen.all():
             raise VolmicroError(f"{staging.dir}: background nodes missing from the parts; run again without --resume")
-        sections.append((SECTION_BACKGROUND, SECTION_REQUIRED,
-                         background_payload(field.reshape(plan.field_shape).astype(np.float32))))
-    header = Header(
-        version=FORMAT_VERSION, flags=0, shape=grid.shape, dtype_code=DTYPE_CODES[check_dtype(vol.dtype)],
-        n_bricks=len(grid), spacing=vol.spacing, offset=plan.offset, scale=plan.scale, n_gaussians=n_total,
-        n_sections=len(sections),
-    )
-    pos = header.data_start
-    infos = []
-    for kind, flags, data in sections:
-        infos.append(SectionInfo(kind, flags, crc32(data), pos, len(data)))
-        pos += len(data)
-    bricks = []
-    for b, count, plo, phi, rlo, rhi, crc in parts_meta:
-        bricks.append(BrickInfo(
-            core_lo=b.core_lo, core_hi=b.core_hi,
-            reach_lo=tuple(float(v) for v in rlo), reach_hi=tuple(float(v) for v in rhi),
-            pos_lo=tuple(float(v) for v in plo), pos_hi=tuple(float(v) for v in phi),
-            count=count, crc=crc, offset=pos,
-        ))
-        pos += count * 22
-    table = b"".join(x.pack() for x in bricks) + b"".join(s.pack() for s in infos)
-    head = header.pack()
-    table += table_crc(head, table).to_bytes(4, "little")
-    from ..atomic import write_atomic
+        background = field.reshape(plan.field_shape).astype(np.float32)
 
-    def write(fh):
-        fh.write(head)
-        fh.write(table)
-        for _, _, data in sections:
-            fh.write(data)
-        for b in grid:  # stream payloads one brick at a time
-            fh.write(staging.read(b.index).planes.astype("<u2").tobytes())
-        if fh.tell() != pos:  # checked before the rename, so a bad file never replaces a good one
-            raise VolmicroError(f"{output}: wrote {fh.tell()} bytes, the tables describe {pos}")  # pragma: no cover
+    def payloads():  # one brick at a time
+        for b in grid:
+            yield payload_bytes(staging.read(b.index).planes)
 
-    write_atomic(output, write)
-    return pos
+    return write_bricks(output, shape=grid.shape, spacing=vol.spacing,
+                        mapping=IntensityMapping(plan.offset, plan.scale, vol.dtype), background=background,
+                        bricks=entries, payloads=payloads())

@@ -4,6 +4,9 @@
 - ``quantize(gv)``: exactly what ``save`` stores and ``load`` returns, without I/O.
 - ``file_size(gv)``: exact bytes ``save`` writes (the encoder's size budget).
 - ``read_info(path)``: header fields without reading the Gaussians.
+- ``write_bricks(path, ...)``: write a file from brick-table entries and a
+  stream of payloads (one in memory at a time), atomically; ``lay_out`` is
+  the one place the header, tables and offsets are decided.
 - ``VmgFile(path)``: random access by brick; ``load_region`` reads only the
   bricks whose Gaussians can reach a region.
 - ``open_model(path)``: ``LazyGaussianVolume`` for a many-brick file (reads
@@ -20,20 +23,24 @@ from __future__ import annotations
 from .layout import BYTES_PER_GAUSSIAN, FORMAT_VERSION, MAGIC, BrickInfo
 from .lazy import LazyGaussianVolume, open_model
 from .reader import VmgFile, load, read_info
-from .writer import file_size, quantize, save, to_bytes
+from .writer import FileLayout, brick_entry, file_size, lay_out, quantize, save, to_bytes, write_bricks
 
 __all__ = [
     "BYTES_PER_GAUSSIAN",
     "FORMAT_VERSION",
     "MAGIC",
     "BrickInfo",
+    "FileLayout",
     "LazyGaussianVolume",
     "VmgFile",
+    "brick_entry",
     "file_size",
+    "lay_out",
     "load",
     "open_model",
     "quantize",
     "read_info",
     "save",
     "to_bytes",
+    "write_bricks",
 ]

@@ -116,7 +116,8 @@ class BrickInfo:
     coordinates, inclusive) containing every 3-sigma box of its Gaussians; a
     region that does not meet it gets nothing from this brick. ``pos_lo``/
     ``pos_hi``: the box the uint16 positions are quantised over. ``count``
-    Gaussians are stored at ``offset`` (``count * 22`` bytes, CRC32 ``crc``).
+    Gaussians are stored at ``offset`` (``count * 22`` bytes, CRC32 ``crc``);
+    a writer fills ``offset`` in when it lays the file out.
     """
 
     core_lo: tuple[int, int, int]
@@ -127,7 +128,7 @@ class BrickInfo:
     pos_hi: tuple[float, float, float]
     count: int
     crc: int
-    offset: int
+    offset: int = 0
 
     @property
     def nbytes(self) -> int:

@@ -1,4 +1,9 @@
-"""Writing ``.vmg`` files: ``save``, ``quantize`` and ``file_size``.
+"""Writing ``.vmg`` files: ``save``, ``quantize``, ``file_size`` and the streaming ``write_bricks``.
+
+``lay_out`` is the one place a file's header, tables and payload offsets are
+decided; ``write_bricks`` writes a laid-out file atomically, payload by
+payload (the bricked encoder streams its parts through it), and ``save`` /
+``to_bytes`` use it for an in-memory model.
 
 ``save`` writes one brick covering the whole volume unless ``brick_shape``
 (voxels, ZYX) is given; then each Gaussian goes to the brick whose core holds
@@ -9,14 +14,16 @@ file lists bricks in C order (Z slowest), so a many-brick file reorders them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..atomic import write_atomic
+from ..errors import InputError, VolmicroError
 from ..gaussians import GaussianVolume
-from ..intensity import DTYPE_CODES
+from ..intensity import DTYPE_CODES, IntensityMapping
 from .codec import (
     background_payload,
     background_payload_size,
@@ -116,23 +123,51 @@ def file_size(gv: GaussianVolume, *, brick_shape=None) -> int:
     return size
 
 
-def to_bytes(gv: GaussianVolume, *, brick_shape=None) -> bytes:
-    """The complete file contents ``save`` writes."""
-    gv = _check_model(gv)
-    parts = _quantized_parts(gv, brick_shape)
+def brick_entry(core_lo, core_hi, planes: np.ndarray, pos_lo, pos_hi, reach_lo, reach_hi) -> tuple[BrickInfo, bytes]:
+    """A brick-table entry (offset not yet laid out) and the payload bytes for ``planes``
+    ((11, count) uint16, ``codec.quantize_brick``); boxes are float32-representable (3,) voxel coordinates."""
+    data = payload_bytes(planes)
+    info = BrickInfo(
+        core_lo=tuple(int(v) for v in core_lo),
+        core_hi=tuple(int(v) for v in core_hi),
+        reach_lo=tuple(float(v) for v in reach_lo),
+        reach_hi=tuple(float(v) for v in reach_hi),
+        pos_lo=tuple(float(v) for v in pos_lo),
+        pos_hi=tuple(float(v) for v in pos_hi),
+        count=int(planes.shape[1]),
+        crc=crc32(data),
+    )
+    return info, data
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """Where everything goes in a ``.vmg``: ``head`` is every byte before the first brick payload
+    (header, brick and section tables, table CRC, section payloads); ``bricks`` the table entries
+    with their payload offsets; ``size`` the whole file's length."""
+
+    head: bytes
+    bricks: tuple[BrickInfo, ...]
+    size: int
+
+
+def lay_out(*, shape, spacing, mapping: IntensityMapping, background, bricks) -> FileLayout:
+    """Lay out a ``.vmg`` holding ``bricks`` (``BrickInfo`` entries in file order; their offsets are
+    ignored and assigned here, payloads packed in order after the sections). ``background``: the
+    coarse field (float grid) or None. The one place the file's layout is decided."""
     section_payloads = []
-    if gv.background is not None:
-        section_payloads.append((SECTION_BACKGROUND, SECTION_REQUIRED, background_payload(gv.background)))
+    if background is not None:
+        section_payloads.append((SECTION_BACKGROUND, SECTION_REQUIRED, background_payload(background)))
     header = Header(
         version=FORMAT_VERSION,
         flags=0,
-        shape=gv.shape,
-        dtype_code=DTYPE_CODES[gv.mapping.dtype],
-        n_bricks=len(parts),
-        spacing=gv.spacing,
-        offset=gv.mapping.offset,
-        scale=gv.mapping.scale,
-        n_gaussians=gv.n_gaussians,
+        shape=tuple(int(v) for v in shape),
+        dtype_code=DTYPE_CODES[mapping.dtype],
+        n_bricks=len(bricks),
+        spacing=tuple(float(v) for v in spacing),
+        offset=mapping.offset,
+        scale=mapping.scale,
+        n_gaussians=sum(b.count for b in bricks),
         n_sections=len(section_payloads),
     )
     pos = header.data_start
@@ -140,30 +175,70 @@ def to_bytes(gv: GaussianVolume, *, brick_shape=None) -> bytes:
     for kind, flags, data in section_payloads:
         sections.append(SectionInfo(kind, flags, crc32(data), pos, len(data)))
         pos += len(data)
-    bricks, payloads = [], []
-    for p, lo, hi, planes, raw in parts:
-        data = payload_bytes(planes)
-        r_lo, r_hi = reach_box(build_model([raw], gv.shape))
-        bricks.append(
-            BrickInfo(
-                core_lo=tuple(int(v) for v in p.core_lo),
-                core_hi=tuple(int(v) for v in p.core_hi),
-                reach_lo=tuple(float(v) for v in r_lo),
-                reach_hi=tuple(float(v) for v in r_hi),
-                pos_lo=tuple(float(v) for v in lo),
-                pos_hi=tuple(float(v) for v in hi),
-                count=len(p.index),
-                crc=crc32(data),
-                offset=pos,
-            )
-        )
-        payloads.append(data)
-        pos += len(data)
-    table = b"".join(b.pack() for b in bricks) + b"".join(s.pack() for s in sections)
+    placed = []
+    for b in bricks:
+        placed.append(dataclasses.replace(b, offset=pos))
+        pos += b.nbytes
+    table = b"".join(b.pack() for b in placed) + b"".join(s.pack() for s in sections)
     head = header.pack()
     table += table_crc(head, table).to_bytes(4, "little")
-    out = b"".join([head, table, *(d for _, _, d in section_payloads), *payloads])
-    assert len(out) == pos
+    return FileLayout(b"".join([head, table, *(d for _, _, d in section_payloads)]), tuple(placed), pos)
+
+
+def write_bricks(path, *, shape, spacing, mapping: IntensityMapping, background=None, bricks, payloads) -> int:
+    """Write a ``.vmg`` atomically, streaming the brick payloads one at a time; returns its size.
+
+    bricks: ``BrickInfo`` entries in file order (e.g. from ``brick_entry``; offsets are assigned
+    here). payloads: an iterable giving each brick's payload bytes in the same order, consumed
+    while writing, so only one payload need be in memory. Each payload is checked against its
+    entry (length and CRC) as it is written; a mismatch raises ``VolmicroError`` before the
+    rename, so a bad file never replaces a good one.
+    """
+    path = Path(path)
+    layout = lay_out(shape=shape, spacing=spacing, mapping=mapping, background=background, bricks=bricks)
+
+    def write(fh):
+        fh.write(layout.head)
+        written = 0
+        for i, data in enumerate(payloads):
+            if i >= len(layout.bricks):
+                raise VolmicroError(f"{path}: more payloads than the {len(layout.bricks)} bricks of the table")
+            b = layout.bricks[i]
+            if len(data) != b.nbytes or crc32(data) != b.crc:
+                raise VolmicroError(
+                    f"{path}: brick {i}: its payload ({len(data)} bytes) does not match its table entry "
+                    f"({b.nbytes} bytes, CRC32 {b.crc:08x}); the source changed while writing"
+                )
+            fh.write(data)
+            written += 1
+        if written != len(layout.bricks) or fh.tell() != layout.size:
+            raise VolmicroError(
+                f"{path}: wrote {written} payloads ({fh.tell()} bytes), the tables describe "
+                f"{len(layout.bricks)} bricks ({layout.size} bytes)"
+            )
+
+    write_atomic(path, write)
+    return layout.size
+
+
+def _entries(gv: GaussianVolume, brick_shape) -> tuple[list[BrickInfo], list[bytes]]:
+    entries, payloads = [], []
+    for p, lo, hi, planes, raw in _quantized_parts(gv, brick_shape):
+        r_lo, r_hi = reach_box(build_model([raw], gv.shape))
+        info, data = brick_entry(p.core_lo, p.core_hi, planes, lo, hi, r_lo, r_hi)
+        entries.append(info)
+        payloads.append(data)
+    return entries, payloads
+
+
+def to_bytes(gv: GaussianVolume, *, brick_shape=None) -> bytes:
+    """The complete file contents ``save`` writes."""
+    gv = _check_model(gv)
+    entries, payloads = _entries(gv, brick_shape)
+    layout = lay_out(shape=gv.shape, spacing=gv.spacing, mapping=gv.mapping, background=gv.background,
+                     bricks=entries)
+    out = b"".join([layout.head, *payloads])
+    assert len(out) == layout.size
     return out
 
 
@@ -174,12 +249,8 @@ def save(gv: GaussianVolume, path, *, brick_shape=None) -> Path:
     fsynced and renamed over ``path``; on any failure it is removed and
     ``path`` is untouched.
     """
-    data = to_bytes(gv, brick_shape=brick_shape)
-    path = Path(path)
-    return write_atomic(path, data)
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    from ..atomic import write_atomic as _write
-
-    return _write(path, lambda fh: fh.write(data))
+    gv = _check_model(gv)
+    entries, payloads = _entries(gv, brick_shape)
+    write_bricks(path, shape=gv.shape, spacing=gv.spacing, mapping=gv.mapping, background=gv.background,
+                 bricks=entries, payloads=payloads)
+    return Path(path)
