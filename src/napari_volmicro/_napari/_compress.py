@@ -63,6 +63,32 @@ def check_source_layer(layer) -> str | None:
     return None
 
 
+_warm_thread: threading.Thread | None = None
+
+
+def warm_up_in_background() -> threading.Thread:
+    """Load torch and the training kernels in a daemon thread, once per process.
+
+    Importing torch holds the GIL for up to ~0.3-1.5 s on this CPU (its shared
+    libraries load); doing it when the widget opens keeps that pause out of a run.
+    """
+    global _warm_thread
+    if _warm_thread is None:
+        from ..encode import warm_up
+
+        def run():
+            try:
+                import pandas  # noqa: F401  (napari builds Points features with it: ~1 s on first use)
+
+                warm_up()
+            except Exception:  # noqa: BLE001 - a failed warm-up only means a slower first Start
+                pass
+
+        _warm_thread = threading.Thread(target=run, name="volmicro-warm-up", daemon=True)
+        _warm_thread.start()
+    return _warm_thread
+
+
 def _presets():
     try:
         from ..encode.config import PRESETS
@@ -93,6 +119,7 @@ class CompressWidget(QWidget):
         self._placement = None
         self._close_watcher = None
         self._pending_points = None
+        self._pending_features = None
         self._cancel = threading.Event()
         self.thread_done = threading.Event()
         self.trainer_factory = None  # tests may substitute; default napari_volmicro.encode.Trainer
@@ -157,6 +184,7 @@ class CompressWidget(QWidget):
         self._on_budget_kind(self.budget_kind.currentText())
         self._refill_layers()
         self._set_running(False)
+        warm_up_in_background()
 
     # -- inputs -------------------------------------------------------------------
 
@@ -380,13 +408,35 @@ class CompressWidget(QWidget):
         QTimer.singleShot(0, self._show_points)
 
     def _show_points(self):
+        """Move the centres now and refresh their features, sizes and colours on the next turn.
+
+        Each half costs napari ~30-50 ms on this CPU; together they would be one long pause.
+        """
+        from qtpy.QtCore import QTimer
+
         if self._pending_points is None:
             return
         gv, features = self._pending_points
         self._pending_points = None
         layer = self.points_layer
-        if layer is not None and layer in self.viewer.layers:
+        if layer is None or layer not in self.viewer.layers:
+            return
+        if len(layer.data) == gv.n_gaussians and gv.n_gaussians:
+            layer.data = gv.centers.astype(np.float64)
+            self._pending_features = (gv, features)
+            QTimer.singleShot(0, self._show_features)
+        else:  # the count changed: napari would pad the old features first; do it in one go
             update_points_layer(layer, gv, features=features)
+
+    def _show_features(self):
+        pending, self._pending_features = self._pending_features, None
+        layer = self.points_layer
+        if pending is None or layer is None or layer not in self.viewer.layers:
+            return
+        gv, features = pending
+        if len(layer.data) != gv.n_gaussians:  # a newer model arrived in between
+            return
+        update_points_layer(layer, gv, features=features, data=False)
 
     # -- lifecycle --------------------------------------------------------------------------
 

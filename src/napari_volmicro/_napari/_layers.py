@@ -107,10 +107,14 @@ def points_layer_data(gv: GaussianVolume, name: str, scale=None, translate=(0.0,
     return (gv.centers.astype(np.float64), kwargs, "points")
 
 
-def update_points_layer(layer, gv: GaussianVolume, features=None) -> None:
-    """Replace a Points layer's centres and features with ``gv``'s (main thread only)."""
+def update_points_layer(layer, gv: GaussianVolume, features=None, data: bool = True) -> None:
+    """Replace a Points layer's centres and features with ``gv``'s (main thread only).
+
+    data=False: the layer already holds ``gv``'s centres; update the rest.
+    """
     _, kwargs, _ = points_layer_data(gv, layer.name, features=features)
-    layer.data = gv.centers.astype(np.float64)
+    if data:
+        layer.data = gv.centers.astype(np.float64)
     layer.features = kwargs["features"]
     layer.size = kwargs["size"]
     layer.metadata = {**layer.metadata, METADATA_KEY: kwargs["metadata"][METADATA_KEY]}

@@ -9,6 +9,6 @@ import torch or numba (the training loop loads them on ``run``).
 from __future__ import annotations
 
 from .config import DEFAULT_BPP, PRESETS, TrainConfig, make_config
-from .trainer import Snapshot, Trainer, compress
+from .trainer import Snapshot, Trainer, compress, warm_up
 
-__all__ = ["DEFAULT_BPP", "PRESETS", "Snapshot", "TrainConfig", "Trainer", "compress", "make_config"]
+__all__ = ["DEFAULT_BPP", "PRESETS", "Snapshot", "TrainConfig", "Trainer", "compress", "make_config", "warm_up"]

@@ -46,7 +46,28 @@ def _axis_range(c, h, off, stride, n):
         hi = n - 1
     return lo, hi
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
+def _row_span(b, c, pxx, cx, off_x, sx, nx):
+    """Lattice x-indices ``ix0..ix1`` of one row inside the 3-sigma ellipsoid (``ix0 > ix1``: none).
+
+    The row's d^2 - 9 is ``pxx dx^2 + 2 b dx + c`` with ``dx = x - cx``; its roots bound the span.
+    """
+    disc = b * b - pxx * c
+    if disc < 0.0:
+        return 1, 0
+    sq = math.sqrt(disc)
+    xlo = cx + (-b - sq) / pxx
+    xhi = cx + (-b + sq) / pxx
+    ix0 = math.ceil((xlo - off_x) / sx)
+    ix1 = math.floor((xhi - off_x) / sx)
+    if ix0 < 0:
+        ix0 = 0
+    if ix1 > nx - 1:
+        ix1 = nx - 1
+    return ix0, ix1
+
+
+@nb.njit(cache=True, nogil=True)
 def _splat_one(i, centers, prec, amps, half, off, stride, shape, out):
     cz, cy, cx = centers[i, 0], centers[i, 1], centers[i, 2]
     pzz, pyy, pxx, pzy, pzx, pyx = prec[i, 0], prec[i, 1], prec[i, 2], prec[i, 3], prec[i, 4], prec[i, 5]
@@ -63,18 +84,7 @@ def _splat_one(i, centers, prec, amps, half, off, stride, shape, out):
             dy = off[1] + stride[1] * iy - cy
             b = pzx * dz + pyx * dy
             c = pzz * dz * dz + 2.0 * pzy * dz * dy + pyy * dy * dy - CUTOFF_D2
-            disc = b * b - pxx * c
-            if disc < 0.0:
-                continue
-            sq = math.sqrt(disc)
-            xlo = cx + (-b - sq) / pxx
-            xhi = cx + (-b + sq) / pxx
-            ix0 = math.ceil((xlo - off[2]) / sx)
-            ix1 = math.floor((xhi - off[2]) / sx)
-            if ix0 < 0:
-                ix0 = 0
-            if ix1 > nx - 1:
-                ix1 = nx - 1
+            ix0, ix1 = _row_span(b, c, pxx, cx, off[2], sx, nx)
             base = (iz * ny + iy) * nx
             cst = c + CUTOFF_D2
             for ix in range(ix0, ix1 + 1):
@@ -83,7 +93,7 @@ def _splat_one(i, centers, prec, amps, half, off, stride, shape, out):
                 if d2 <= CUTOFF_D2:
                     out[base + ix] += w * math.exp(-0.5 * d2)
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def splat_forward(centers, prec, amps, half, off, stride, shape, n_chunks):
     """Sum of Gaussians on the lattice, flattened C order (float32, length prod(shape))."""
     m = shape[0] * shape[1] * shape[2]
@@ -100,7 +110,7 @@ def splat_forward(centers, prec, amps, half, off, stride, shape, n_chunks):
         out += bufs[k]
     return out
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def splat_backward(centers, prec, amps, half, off, stride, shape, r):
     """Per-Gaussian sums against the upstream gradient ``r`` (flattened lattice).
 
@@ -132,18 +142,7 @@ def splat_backward(centers, prec, amps, half, off, stride, shape, r):
                 dy = off[1] + stride[1] * iy - cy
                 b = pzx * dz + pyx * dy
                 c = pzz * dz * dz + 2.0 * pzy * dz * dy + pyy * dy * dy - CUTOFF_D2
-                disc = b * b - pxx * c
-                if disc < 0.0:
-                    continue
-                sq = math.sqrt(disc)
-                xlo = cx + (-b - sq) / pxx
-                xhi = cx + (-b + sq) / pxx
-                ix0 = math.ceil((xlo - off[2]) / sx)
-                ix1 = math.floor((xhi - off[2]) / sx)
-                if ix0 < 0:
-                    ix0 = 0
-                if ix1 > nx - 1:
-                    ix1 = nx - 1
+                ix0, ix1 = _row_span(b, c, pxx, cx, off[2], sx, nx)
                 base = (iz * ny + iy) * nx
                 cst = c + CUTOFF_D2
                 for ix in range(ix0, ix1 + 1):
@@ -173,7 +172,7 @@ def splat_backward(centers, prec, amps, half, off, stride, shape, r):
         acc[i, 9] = s9
     return acc
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def weighted_residual(pred, bg, target, weight, n_chunks):
     """Fused loss pass over a lattice (all flat, float32).
 

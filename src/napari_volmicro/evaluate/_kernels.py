@@ -43,7 +43,7 @@ def _rdr(r, d0, d1, d2, j, k):
     return r[j, 0] * d0 * r[k, 0] + r[j, 1] * d1 * r[k, 1] + r[j, 2] * d2 * r[k, 2]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def prepare(centers, scales, quats, amps):
     """(N, NPARAM) float64 table from float32 parameters.
 
@@ -110,7 +110,7 @@ def mahalanobis2(g, i, dz, dy, dx):
     )
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def bin_boxes(g, sel, origin, cell, ncell):
     """CSR lists of the Gaussians whose 3-sigma box meets each cell of a regular grid.
 
@@ -158,7 +158,7 @@ def bin_boxes(g, sel, origin, cell, ncell):
     return ptr, idx
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def select_in_box(g, lo, hi):
     """Indices of the Gaussians whose 3-sigma box meets the box ``[lo, hi]`` (coords, ZYX)."""
     n = g.shape[0]
@@ -189,7 +189,7 @@ def _lerp_index(i0, w1, n):
     return i1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def field_plane(field, iz0, wz):
     """The background field interpolated to one Z coordinate: (gy, gx) float64."""
     gz = field.shape[0]
@@ -210,7 +210,7 @@ def store(out, iz, iy, ix, value, offset, scale, is_int, lo, hi):
     out[iz, iy, ix] = v
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _finish_block(buf, z0, y0, x0, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out):
     """Write block ``buf`` (model sums) at output offset (z0, y0, x0), adding the background and converting."""
     nbz, nby, nbx = buf.shape
@@ -244,7 +244,7 @@ def _finish_block(buf, z0, y0, x0, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, 
 # -- dense decode -------------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def plane_lists(g, sel, start, step, nz):
     """CSR lists of Gaussians (from ``sel``, order kept) whose 3-sigma box meets each output Z plane."""
     counts = np.zeros(nz + 1, np.int64)
@@ -309,7 +309,7 @@ def row_span(aq, bq, cq, cx, sx, stx, x_lo, x_hi):
     return ia, ib
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def direct_row(buf, iy, ia, ib, amp, cx, aq, bq, cq, q, sx, stx):
     """Add one Gaussian to ``buf[iy, ia..ib]``, exp recomputed every ``_RESYNC`` voxels."""
     h = stx
@@ -376,7 +376,7 @@ _ROW_RESYNC = 16
 _ANCHOR_MAX_D2 = 1200.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def splat_plane(buf, i, g, zc, sy, sty, sx, stx, y_lo, y_hi, x_lo, x_hi):
     """Add Gaussian ``i`` to the plane buffer ``buf`` (ny, nx) at Z coordinate ``zc``.
 
@@ -467,7 +467,7 @@ def splat_plane(buf, i, g, zc, sy, sty, sx, stx, y_lo, y_hi, x_lo, x_hi):
             valid -= 1
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def dense_decode(g, ptr, idx, start, step, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out, nthreads):
     """Gather every Gaussian's 3-sigma footprint onto ``out`` (nz, ny, nx).
 
@@ -497,7 +497,7 @@ def dense_decode(g, ptr, idx, start, step, field, fz0, fzw, fy0, fyw, fx0, fxw, 
 # -- points ------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def points_exact(g, points, origin, cell, ncell, ptr, idx):
     """Exact 3-sigma sum at (M, 3) points from cell lists (``bin_boxes``); float64 (M,)."""
     m = points.shape[0]
@@ -569,7 +569,7 @@ def _knn_member(g, i, z, y, x, e2, rv, rlo, rup, cstart, cend, cidx, q, k):
     return 1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def knn_upper_radius(g, queries, nn):
     """Exact float64 distance from each query to the farthest of its listed neighbours (rows of ``nn``)."""
     m = queries.shape[0]
@@ -587,7 +587,7 @@ def knn_upper_radius(g, queries, nn):
     return out
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def knn_points(g, points, which, origin, cell, ncell, ptr, idx, rlo, rup, cstart, cend, cidx, k, out, undecided):
     """K-nearest 3-sigma sum at ``points[which]`` into ``out`` (float64, model units).
 
@@ -622,7 +622,7 @@ def knn_points(g, points, which, origin, cell, ncell, ptr, idx, rlo, rup, cstart
     return out
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _box_dist(c, lo, hi):
     """Min and max Euclidean distance from point ``c`` (3,) to the box [lo, hi]."""
     dmin = 0.0
@@ -640,7 +640,7 @@ def _box_dist(c, lo, hi):
     return math.sqrt(dmin), math.sqrt(dmax)
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def knn_tiles(
     g, tiles, tsize, start, step, ptr, idx, rlo, rup, cstart, cend, cidx, k,
     field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out, undecided,
