@@ -185,3 +185,33 @@ def test_damaged_bricks_fail_only_the_regions_that_need_them(tmp_path, bricked):
     short.write_bytes(path.read_bytes()[: vmg.bricks[-1].offset + 1])
     with pytest.raises(FormatError, match=r"short\.vmg: truncated.*1 of 36 bricks cut off"):
         napari_volmicro.load(short)
+
+
+def test_reach_check_runs_once_per_brick_and_checksums_every_read(tmp_path, bricked, monkeypatch):
+    from napari_volmicro.container.codec import build_model, gaussian_bounds, raw_arrays, raw_bounds
+
+    path, whole = bricked
+    checked = []
+    original = VmgFile._check_reach
+
+    def counting(self, i, part):
+        checked.append(i)
+        return original(self, i, part)
+
+    monkeypatch.setattr(VmgFile, "_check_reach", counting)
+    vmg = VmgFile(path)  # no cache: every load reads the bytes again
+    vmg.load_bricks([0, 1])
+    vmg.load_bricks([1, 2])
+    assert checked == [0, 1, 2]  # a re-read brick is not re-checked for reach...
+    data = bytearray(path.read_bytes())
+    data[vmg.bricks[1].offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="brick 1"):  # ...but its checksum is
+        vmg.load_bricks([1])
+    # the reader's fast reach bounds agree with the writer's
+    for i in (0, 5, 20):
+        b = vmg.bricks[i]
+        planes = np.frombuffer(path.read_bytes()[b.offset : b.end], "<u2").reshape(11, b.count)
+        part = raw_arrays(planes, b.pos_lo, b.pos_hi)
+        for fast, slow in zip(raw_bounds(part), gaussian_bounds(build_model([part], whole.shape))):
+            np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-5)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError
-from ..gaussians import CUTOFF_SIGMA, GaussianVolume
+from ..gaussians import CUTOFF_SIGMA, GaussianVolume, quaternions_to_matrices
 from .layout import BACKGROUND_HEADER, BYTES_PER_GAUSSIAN, PLANES
 
 #: largest finite float16
@@ -164,6 +164,20 @@ def gaussian_bounds(gv: GaussianVolume) -> tuple[np.ndarray, np.ndarray]:
     """float64 (3,) lo and hi of the union of the Gaussians' 3-sigma boxes (voxel coordinates)."""
     c = gv.centers.astype(np.float64)
     e = gv.extents(CUTOFF_SIGMA)
+    return (c - e).min(axis=0), (c + e).max(axis=0)
+
+
+def raw_bounds(part: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (3,) lo and hi of the 3-sigma boxes of a brick's raw arrays (``raw_arrays``).
+
+    The reader's reach check: ``gaussian_bounds`` of the same Gaussians up to float rounding
+    (well inside ``reader.REACH_TOLERANCE``), without building a model or full covariances:
+    the half-width along axis a is ``3 sqrt(sum_j R[a, j]^2 s_j^2)``.
+    """
+    c = part["centers"].astype(np.float64)
+    r = quaternions_to_matrices(part["quaternions"])
+    s2 = part["scales"].astype(np.float64) ** 2
+    e = CUTOFF_SIGMA * np.sqrt(((r * r) * s2[:, None, :]).sum(axis=2))
     return (c - e).min(axis=0), (c + e).max(axis=0)
 
 

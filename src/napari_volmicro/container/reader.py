@@ -22,7 +22,7 @@ from ..gaussians import GaussianVolume
 from ..intensity import CODE_DTYPES, IntensityMapping
 from ..metrics import bpp, ratio
 from ..region import RegionGrid, normalize_region
-from .codec import build_model, dequantize_brick, gaussian_bounds, parse_background
+from .codec import build_model, dequantize_brick, parse_background, raw_bounds
 from .layout import (
     HEADER_SIZE,
     SECTION_BACKGROUND,
@@ -228,7 +228,7 @@ class VmgFile:
 
     def _check_reach(self, i: int, part: dict) -> None:
         b = self.bricks[i]
-        lo, hi = gaussian_bounds(build_model([part], self.shape))
+        lo, hi = raw_bounds(part)
         if np.any(lo < np.asarray(b.reach_lo) - REACH_TOLERANCE) or np.any(
             hi > np.asarray(b.reach_hi) + REACH_TOLERANCE
         ):
