@@ -215,3 +215,13 @@ def test_reach_check_runs_once_per_brick_and_checksums_every_read(tmp_path, bric
         part = raw_arrays(planes, b.pos_lo, b.pos_hi)
         for fast, slow in zip(raw_bounds(part), gaussian_bounds(build_model([part], whole.shape))):
             np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-5)
+
+
+def test_decode_to_zarr_reads_each_brick_once(tmp_path, bricked, brick_reads):
+    from napari_volmicro.bricks import decode_to_zarr, open_input
+
+    path, whole = bricked
+    info = decode_to_zarr(path, tmp_path / "o.zarr", chunks=(16, 20, 24))  # chunks straddle the 16^3 bricks
+    assert info["n_chunks"] == 27 and sorted(brick_reads) == list(range(len(VmgFile(path).bricks)))
+    assert info["bytes_read"] == path.stat().st_size
+    np.testing.assert_array_equal(open_input(tmp_path / "o.zarr").read((slice(None),) * 3), whole.decode())

@@ -6,8 +6,10 @@
 - ``decode_to_zarr(path, out.zarr, chunks=...)``: the whole volume written
   as OME-Zarr (NGFF 0.4 metadata, zarr format 2, one scale level), chunk by
   chunk, each chunk decoded from its own ``load_region``; memory is bounded
-  by one chunk and the Gaussians that reach it. The output is written to a
-  temporary directory next to ``out.zarr`` and renamed into place at the end.
+  by one chunk, the Gaussians that reach it and a bounded cache of recently
+  read bricks (so a brick shared by neighbouring chunks is read once). The
+  output is written to a temporary directory next to ``out.zarr`` and
+  renamed into place at the end.
 """
 
 from __future__ import annotations
@@ -77,13 +79,14 @@ def decode_to_zarr(path, zarr_path, *, chunks=DEFAULT_CHUNKS, evaluator: str = "
     import zarr
 
     from ..container import VmgFile
+    from ..container.lazy import CACHE_GAUSSIANS
 
     out = Path(zarr_path)
     if out.suffix.lower() != ".zarr":
         raise InputError(f"{out}: an OME-Zarr output path must end in .zarr")
     if not out.parent.exists():
         raise FileNotFoundError(2, "output directory does not exist", str(out.parent))
-    vmg = VmgFile(path)
+    vmg = VmgFile(path, cache_gaussians=CACHE_GAUSSIANS)  # bricks shared by neighbouring chunks are read once
     shape = vmg.shape
     ch = _chunks(chunks, shape)
     dtype = vmg.mapping.dtype
