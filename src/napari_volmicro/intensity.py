@@ -76,11 +76,14 @@ class IntensityMapping:
 
     def to_original(self, model: np.ndarray) -> np.ndarray:
         """Model values (any float array) -> original units and dtype."""
-        vals = self.offset + self.scale * np.asarray(model, dtype=np.float64)
+        vals = np.array(model, dtype=np.float64)  # a copy, transformed in place below
+        vals *= self.scale
+        vals += self.offset
         if self.is_integer:
             lo, hi = self.clip_range
-            vals = np.clip(np.rint(vals), lo, hi)
-        return vals.astype(self.dtype)
+            np.rint(vals, out=vals)
+            np.clip(vals, lo, hi, out=vals)
+        return vals.astype(self.dtype, copy=False)
 
     def to_original_float(self, model: np.ndarray) -> np.ndarray:
         """Model values -> original units as float64, without rounding or clipping."""

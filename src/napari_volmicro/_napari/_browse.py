@@ -210,8 +210,10 @@ class BrowseWidget(QWidget):
         sigma = self.ell_sigma.value()
 
         def build():
-            idx = select_gaussians(gv, region=region, top_n=top_n)
-            return ellipsoid_mesh(gv, idx, sigma=sigma), len(idx)
+            # a many-brick model reads only the bricks that reach the region
+            model = gv.region_model(region) if region is not None and hasattr(gv, "region_model") else gv
+            idx = select_gaussians(model, region=region, top_n=top_n)
+            return ellipsoid_mesh(model, idx, sigma=sigma), len(idx)
 
         def done(out):
             (verts, faces, values), n = out
