@@ -270,7 +270,7 @@ class CompressWidget(QWidget):
         self.plot.clear()
         self.summary_label.setText("")
         self.progress.setRange(0, max(1, int(trainer.total_steps)))
-        self.progress.setValue(0)
+        self._set_progress(0)
         self._cancel = threading.Event()
         self.thread_done = threading.Event()  # set by the worker thread when training ends
         worker = create_worker(
@@ -318,9 +318,18 @@ class CompressWidget(QWidget):
 
     # -- updates (main thread) ------------------------------------------------------------
 
+    def _set_progress(self, value: int):
+        """``QProgressBar.setValue`` repaints at once, and in napari's window that can
+        redraw the whole canvas inside our handler; this defers the paint to Qt's
+        ordinary update cycle."""
+        bar = self.progress
+        bar.setUpdatesEnabled(False)
+        bar.setValue(value)
+        bar.setUpdatesEnabled(True)
+
     def _on_update(self, upd):
         self.progress.setMaximum(max(1, int(upd.total_steps)))
-        self.progress.setValue(int(upd.step))
+        self._set_progress(int(upd.step))
         eta = "" if upd.eta is None else f", about {_fmt_seconds(upd.eta)} left"
         self.eta_label.setText(
             f"step {upd.step}/{upd.total_steps}, {upd.n_gaussians:,} Gaussians, "
@@ -345,7 +354,7 @@ class CompressWidget(QWidget):
             parts += [f"PSNR {s['psnr_full']:.2f} dB (foreground {s['psnr_fg']:.2f})", f"SSIM {s['ssim3d']:.4f}"]
         head = "stopped early" if result.stopped else "done"
         self.summary_label.setText(f"{head}: " + ", ".join(parts))
-        self.progress.setValue(self.progress.maximum() if not result.stopped else self.progress.value())
+        self._set_progress(self.progress.maximum() if not result.stopped else self.progress.value())
         self.eta_label.setText("")
 
     def _on_error(self, exc):
@@ -384,8 +393,20 @@ class CompressWidget(QWidget):
                 metadata={RECON_KEY: True},
             )
         if self.points_layer is None or self.points_layer not in self.viewer.layers:
+            # on the next event-loop turn: each napari layer costs a few hundred ms to set up
+            from qtpy.QtCore import QTimer
+
+            self.points_layer = None
             data, kwargs, _ = points_layer_data(empty, f"{name} Gaussians", scale, translate)
-            self.points_layer = self.viewer.add_points(data, **kwargs)
+            QTimer.singleShot(0, lambda: self._add_points_layer(data, kwargs))
+
+    def _add_points_layer(self, data, kwargs):
+        try:
+            if self.points_layer is None and self.source is not None:
+                self.points_layer = self.viewer.add_points(data, **kwargs)
+                self._show_points()
+        except RuntimeError:  # the widget or viewer was closed in between
+            pass
 
     def _show_model(self, gv, recon, step, features=None):
         """Show a model: the reconstruction now, the points on the next event-loop turn.
@@ -414,13 +435,11 @@ class CompressWidget(QWidget):
         """
         from qtpy.QtCore import QTimer
 
-        if self._pending_points is None:
-            return
+        layer = self.points_layer
+        if self._pending_points is None or layer is None or layer not in self.viewer.layers:
+            return  # (a layer still being added picks the pending model up)
         gv, features = self._pending_points
         self._pending_points = None
-        layer = self.points_layer
-        if layer is None or layer not in self.viewer.layers:
-            return
         if len(layer.data) == gv.n_gaussians and gv.n_gaussians:
             layer.data = gv.centers.astype(np.float64)
             self._pending_features = (gv, features)
