@@ -34,8 +34,10 @@ is given.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -310,6 +312,12 @@ def make_client(scheduler: str | None = None, *, workers: int = 2, memory_limit=
     return Client(cluster)
 
 
+def _worker_threads(client) -> int:
+    """Worker threads of the cluster behind ``client`` (at least 1)."""
+    workers = client.scheduler_info().get("workers", {}) or {}
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+
 def worker_peak_memory(client) -> dict[str, int]:
     """Peak resident memory (bytes) of each worker process: ``VmHWM`` from ``/proc/self/status``
     (reset by exec, unlike ``ru_maxrss``, which a spawned worker inherits from its parent)."""
@@ -347,7 +355,7 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
                      gaussians=None, preset="default", steps=None, seed=0, device="cpu", resume=False,
                      client=None, scheduler=None, workers=2, memory_limit="2GB", processes=True, timeout=10.0,
                      threads=None, progress: Callable[[BrickProgress], object] | None = None, encoder=None,
-                     keep_parts=False, **options) -> dict:
+                     keep_parts=False, stop: threading.Event | None = None, **options) -> dict:
     """Compress a chunked volume brick by brick into ``output`` (.vmg); returns a report dict.
 
     ``source``: Zarr/OME-Zarr path, TIFF, .npy, or a dask array (``chunked_input``). ``brick``,
@@ -357,6 +365,11 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
     ``client`` (a dask Client) or ``scheduler`` (address) or a LocalCluster of ``workers``
     processes with ``memory_limit`` each. ``threads``: numba threads per task (default: CPUs /
     workers). ``encoder``: a stand-in for ``encode.compress`` (tests of the driver only).
+
+    ``stop``: a ``threading.Event`` another thread may set (a GUI's Stop). Encode tasks are
+    submitted at most one per worker thread at a time, so once it is set no new brick starts;
+    the bricks in flight finish and are staged, no ``.vmg`` is written, the parts stay for
+    ``resume``, and the report has ``stopped=True`` and ``output=None``.
     """
     from distributed import as_completed
 
@@ -385,6 +398,9 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
         if threads is None:
             threads = max(1, (os.cpu_count() or 1) // n_workers)
         stats = _run_stats(client, vol, grid, staging)
+        if stop is not None and stop.is_set():
+            return {"bricks": len(grid), "encoded": 0, "background": 0, "reused": 0, "stopped": True,
+                    "output": None, "parts": str(staging.dir), "seconds": time.perf_counter() - t0}
         plan = make_plan(stats, grid, vol.dtype.itemsize, bpp=bpp, ratio=ratio, gaussians=gaussians)
         done = staging.finished()
         report = {"bricks": len(grid), "encoded": 0, "background": 0, "reused": 0}
@@ -399,8 +415,8 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
 
         for i in sorted(done):
             tick(i, staging.read(i).count, "reused")
-        pending = []
-        vol_future = client.scatter(vol, broadcast=True) if vol.spec.kind == "array" else vol
+        todo = []
+        vol_future = client.scatter(vol, broadcast=True, hash=False) if vol.spec.kind == "array" else vol
         for b in grid:
             if b.index in done:
                 continue
@@ -418,17 +434,33 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
                 "node_index": mine, "node_points": plan.node_points[mine],
                 "encoder_kwargs": {"preset": preset, "steps": steps, "device": device, **options},
             }
-            pending.append(client.submit(encode_brick_task, vol_future, grid, b, job, pure=False,
-                                         key=f"volmicro-brick-{b.index}-{staging.hash[:12]}"))
+            todo.append((b, job))
+
+        def submit(b, job):
+            return client.submit(encode_brick_task, vol_future, grid, b, job, pure=False,
+                                 key=f"volmicro-brick-{b.index}-{staging.hash[:12]}")
+
+        # no more bricks in flight than worker threads, so a stop lets only those finish
+        window = len(todo) if stop is None else max(1, _worker_threads(client))
+        queued = iter(todo)
+        pending = [submit(*bj) for bj in itertools.islice(queued, window)]
+        running = as_completed(pending)
         try:
-            for fut in as_completed(pending):
+            for fut in running:
                 part = fut.result()
+                pending.remove(fut)
                 staging.write(part)
                 tick(part.index, part.count, "encoded")
+                if stop is None or not stop.is_set():
+                    nxt = next(queued, None)
+                    if nxt is not None:
+                        pending.append(submit(*nxt))
+                        running.add(pending[-1])
         except BaseException:
             for f in pending:
                 f.cancel()
             raise
+        stopped = report["encoded"] + report["background"] + report["reused"] < len(grid)
         if processes and own_client and scheduler is None:
             report["worker_peak_bytes"] = worker_peak_memory(client)
     finally:
@@ -437,6 +469,9 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
             client.close()
             if cluster is not None and scheduler is None:
                 cluster.close()
+    if stopped:
+        report.update(stopped=True, output=None, parts=str(staging.dir), seconds=time.perf_counter() - t0)
+        return report
     file_bytes = assemble(staging, grid, vol, plan, out)
     if not keep_parts:
         staging.remove()
@@ -444,7 +479,7 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
     from ..container import read_info
 
     info = read_info(out)
-    report.update(output=str(out), n_gaussians=info["n_gaussians"], file_bytes=file_bytes,
+    report.update(stopped=False, output=str(out), n_gaussians=info["n_gaussians"], file_bytes=file_bytes,
                   bpp=8.0 * file_bytes / n_vox, ratio=n_vox * vol.dtype.itemsize / file_bytes,
                   seconds=time.perf_counter() - t0, shape=list(vol.shape), brick=list(grid.brick_shape),
                   halo=list(grid.halo), offset=plan.offset, scale=plan.scale,
@@ -464,7 +499,7 @@ def _run_stats(client, vol: ChunkedVolume, grid: BrickGrid, staging: Staging) ->
                             for i in range(n)]
         except (OSError, ValueError, KeyError):
             pass
-    src = client.scatter(vol, broadcast=True) if vol.spec.kind == "array" else vol
+    src = client.scatter(vol, broadcast=True, hash=False) if vol.spec.kind == "array" else vol
     futures = [client.submit(brick_stats_task, src, b, pure=False) for b in grid]
     stats = sorted(client.gather(futures), key=lambda s: s.index)
     arrays = {"core_max": np.array([s.core_max for s in stats]), "level": np.array([s.level for s in stats])}
