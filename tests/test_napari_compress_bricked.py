@@ -274,3 +274,23 @@ def test_tally_counts_kinds_and_estimates_the_time_left():
     with pytest.raises(ValueError, match="boom"):
         list(bricked_updates("src", "out.vmg", stop=threading.Event(), finished=done, compress=fake, fail=True))
     assert done.is_set()
+
+
+def test_stop_during_the_statistics_pass_writes_nothing_and_resume_finishes(nuclei_crop, reference, tmp_path):
+    """``compress_bricked(stop=...)`` directly: a stop before any brick is encoded."""
+    import threading
+
+    from napari_volmicro.bricks import compress_bricked
+
+    out = tmp_path / "s.vmg"
+    kwargs = dict(spacing=SCALE, workers=1, processes=False, memory_limit="32GB", **RUN)
+    stop = threading.Event()
+    stop.set()
+    seen = []
+    report = compress_bricked(nuclei_crop, out, stop=stop, progress=seen.append, **kwargs)
+    assert report["stopped"] and report["output"] is None and report["encoded"] == 0 and seen == []
+    parts = Path(report["parts"])
+    assert not out.exists() and not list(parts.glob("brick-*.npz")) and not (parts / "stats.npz").exists()
+    report = compress_bricked(nuclei_crop, out, resume=True, stop=threading.Event(), **kwargs)
+    assert not report["stopped"] and report["encoded"] + report["background"] == 6
+    assert out.read_bytes() == reference[0]

@@ -89,7 +89,7 @@ class BrickedCompressWidget(QWidget):
     #: local clusters run their workers in processes (tests set False: threads in this process)
     local_processes = True
     #: milliseconds ``abort`` (viewer closing) waits for the run to wind down
-    abort_wait_ms = 20_000
+    abort_wait_ms = 10_000
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)

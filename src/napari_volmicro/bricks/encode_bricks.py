@@ -397,8 +397,8 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
         if threads is None:
             threads = max(1, (os.cpu_count() or 1) // n_workers)
-        stats = _run_stats(client, vol, grid, staging)
-        if stop is not None and stop.is_set():
+        stats = _run_stats(client, vol, grid, staging, stop)
+        if stats is None or (stop is not None and stop.is_set()):
             return {"bricks": len(grid), "encoded": 0, "background": 0, "reused": 0, "stopped": True,
                     "output": None, "parts": str(staging.dir), "seconds": time.perf_counter() - t0}
         plan = make_plan(stats, grid, vol.dtype.itemsize, bpp=bpp, ratio=ratio, gaussians=gaussians)
@@ -487,8 +487,9 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
     return report
 
 
-def _run_stats(client, vol: ChunkedVolume, grid: BrickGrid, staging: Staging) -> list[BrickStats]:
-    """Per-brick statistics, cached in the staging directory so a resume does not read the volume twice."""
+def _run_stats(client, vol: ChunkedVolume, grid: BrickGrid, staging: Staging, stop=None) -> list[BrickStats] | None:
+    """Per-brick statistics, cached in the staging directory so a resume does not read the volume twice.
+    None when ``stop`` (a ``threading.Event``) was set before the pass finished."""
     path = staging.dir / "stats.npz"
     if path.exists():
         try:
@@ -501,7 +502,21 @@ def _run_stats(client, vol: ChunkedVolume, grid: BrickGrid, staging: Staging) ->
             pass
     src = client.scatter(vol, broadcast=True, hash=False) if vol.spec.kind == "array" else vol
     futures = [client.submit(brick_stats_task, src, b, pure=False) for b in grid]
-    stats = sorted(client.gather(futures), key=lambda s: s.index)
+    if stop is None:
+        stats = client.gather(futures)
+    else:  # a stop cancels the pass (nothing is cached; a resumed run reads the statistics again)
+        from distributed import as_completed
+
+        stats = []
+        try:
+            for fut in as_completed(futures):
+                stats.append(fut.result())
+                if stop.is_set():
+                    return None
+        finally:
+            if len(stats) < len(futures):
+                client.cancel(futures)
+    stats = sorted(stats, key=lambda s: s.index)
     arrays = {"core_max": np.array([s.core_max for s in stats]), "level": np.array([s.level for s in stats])}
     for s in stats:
         arrays[f"c{s.index}"] = s.core_sample
