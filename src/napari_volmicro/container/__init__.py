@@ -1,8 +1,11 @@
 """The ``.vmg`` container: a ``GaussianVolume`` on disk (specification: ``docs/format.md``).
 
-- ``save(gv, path)``: write atomically; ``load(path)``: read and check every byte.
+- ``save(gv, path)``: write atomically (format version 2, about 12 bytes per
+  Gaussian; ``version=1`` writes the 22-byte version 1); ``load(path)``: read
+  either version and check every byte.
 - ``quantize(gv)``: exactly what ``save`` stores and ``load`` returns, without I/O.
-- ``file_size(gv)``: exact bytes ``save`` writes (the encoder's size budget).
+- ``file_size(gv)``: exact bytes ``save`` writes (the encoder's size budget;
+  version-2 sizes depend on the quantised values, so it quantises the model).
 - ``read_info(path)``: header fields without reading the Gaussians.
 - ``write_bricks(path, ...)``: write a file from brick-table entries and a
   stream of payloads (one in memory at a time), atomically; ``lay_out`` is

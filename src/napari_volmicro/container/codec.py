@@ -1,30 +1,29 @@
-"""Gaussian parameters <-> brick payload bytes, and the background section.
+"""Gaussian parameters <-> brick payload bytes (by format version), reach boxes, the background section.
 
-A brick payload stores ``count`` Gaussians as 11 planes of ``count`` 16-bit
-values (structure of arrays), in this order: position Z, Y, X (uint16 fixed
-point over the brick's position box), scale 0, 1, 2 (float16, voxels),
-quaternion w, a, b, c (float16, scaled so the largest-magnitude component is
-exactly +1), amplitude (float16, model units).
+A brick's Gaussians are quantised to an ``(11, count)`` uint16 array of
+**planes** (``quantize_brick``), which decode to float32 arrays
+(``raw_arrays``) and serialise to the payload bytes (``payload_bytes``).
+Version 1 (``payload_v1``): the planes are the payload, 22 bytes per
+Gaussian. Version 2 (``payload_v2``, written by default): coarser codes,
+bit-packed plane by plane, about 12 bytes per Gaussian.
 
-Quantisation (``quantize_brick``) and dequantisation (``dequantize_brick``)
-are written so that dequantise(quantise(x)) is a fixed point: saving a loaded
-model reproduces the file byte for byte.
+Quantisation and dequantisation are written so that dequantise(quantise(x)) is
+a fixed point: saving a loaded model reproduces the file byte for byte.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, InputError
 from ..gaussians import CUTOFF_SIGMA, GaussianVolume, quaternions_to_matrices
-from .layout import BACKGROUND_HEADER, BYTES_PER_GAUSSIAN, PLANES
+from . import payload_v1, payload_v2
+from .layout import BACKGROUND_HEADER, FORMAT_VERSION, SUPPORTED_VERSIONS
 
 #: largest finite float16
-F16_MAX = float(np.finfo(np.float16).max)
-#: smallest positive normal float16 (scales are clamped into [F16_TINY, F16_MAX])
-F16_TINY = float(np.finfo(np.float16).tiny)
-#: uint16 positions run from 0 (box lo) to POS_STEPS (box hi)
-POS_STEPS = 65535
+F16_MAX = payload_v1.F16_MAX
+#: smallest positive normal float16
+F16_TINY = payload_v1.F16_TINY
 #: writers widen reach boxes by this many voxels so float32 evaluators at the
 #: boundary never need a brick the box excluded
 REACH_MARGIN = 1e-3
@@ -34,75 +33,69 @@ BACKGROUND_DTYPES = {7: np.dtype("<f4"), 9: np.dtype("<f2")}
 #: background by up to 1/4000 of the range, which shows in integer outputs)
 BACKGROUND_WRITE_CODE = 7
 
+_PAYLOADS = {1: payload_v1, 2: payload_v2}
+
+
+def check_version(version) -> int:
+    """``version`` as an int if this package can write it, else ``InputError``."""
+    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+        raise InputError(
+            f"format version must be one of {', '.join(map(str, SUPPORTED_VERSIONS))}, got {version!r}"
+        )
+    return int(version)
+
 
 def position_box(centers: np.ndarray, core_lo, core_hi) -> tuple[np.ndarray, np.ndarray]:
     """Quantisation box (float32 lo, hi per axis) for a brick's float32 ``centers``.
 
-    The bounding box of the centres, so every centre is representable and the
-    step is at most the box extent / 65535; for an empty brick, the core's
-    voxel extent ``[lo - 0.5, hi - 0.5]``.
+    The bounding box of the centres, so every centre is representable and both
+    ends are exact; for an empty brick, the core's voxel extent ``[lo - 0.5, hi - 0.5]``.
     """
     if len(centers) == 0:
         return (np.asarray(core_lo, np.float32) - 0.5, np.asarray(core_hi, np.float32) - 0.5)
     return centers.min(axis=0).astype(np.float32), centers.max(axis=0).astype(np.float32)
 
 
-def _quantize_positions(centers, lo, hi) -> np.ndarray:
-    lo64, hi64 = np.float64(lo), np.float64(hi)
-    span = hi64 - lo64
-    t = np.divide(centers.astype(np.float64) - lo64, span, out=np.zeros(centers.shape), where=span > 0)
-    return np.clip(np.rint(t * POS_STEPS), 0, POS_STEPS).astype(np.uint16)
-
-
-def dequantize_positions(q: np.ndarray, lo, hi) -> np.ndarray:
-    """uint16 (N, 3) -> float32 voxel coordinates: ``lo + (hi - lo) * (q / 65535)`` in float64.
-
-    q = 0 gives ``lo`` and q = 65535 gives ``hi`` exactly.
-    """
-    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    return (lo64 + (hi64 - lo64) * (q.astype(np.float64) / POS_STEPS)).astype(np.float32)
-
-
-def _canonical_quaternions(q: np.ndarray) -> np.ndarray:
-    """Quaternions scaled so the largest-magnitude component is exactly +1 (float16).
-
-    ``q`` and ``-q`` are the same rotation; the stored form is unique and
-    survives normalise -> re-store unchanged.
-    """
-    q = q.astype(np.float64)
-    idx = np.argmax(np.abs(q), axis=1)
-    m = q[np.arange(len(q)), idx]
-    return (q / m[:, None]).astype(np.float16)
-
-
-def quantize_brick(gv: GaussianVolume, index: np.ndarray, lo, hi) -> np.ndarray:
+def quantize_brick(gv: GaussianVolume, index: np.ndarray, lo, hi, version: int = FORMAT_VERSION) -> np.ndarray:
     """The (11, n) uint16 planes storing Gaussians ``index`` of ``gv`` (position box ``lo``..``hi``)."""
-    n = len(index)
-    planes = np.empty((PLANES, n), np.uint16)
-    planes[0:3] = _quantize_positions(gv.centers[index], lo, hi).T
-    floats = planes[3:].view(np.float16)
-    floats[0:3] = np.clip(gv.scales[index], F16_TINY, F16_MAX).astype(np.float16).T
-    floats[3:7] = _canonical_quaternions(gv.quaternions[index]).T
-    floats[7] = np.clip(gv.amplitudes[index], -F16_MAX, F16_MAX).astype(np.float16)
-    return planes
+    return _PAYLOADS[version].quantize(gv, index, lo, hi)
 
 
-def payload_bytes(planes: np.ndarray) -> bytes:
-    return np.ascontiguousarray(planes, dtype="<u2").tobytes()
+def raw_arrays(planes: np.ndarray, lo, hi, version: int = FORMAT_VERSION) -> dict[str, np.ndarray]:
+    """The float32 arrays a brick's planes decode to (quaternions as stored, not yet normalised)."""
+    return _PAYLOADS[version].decode(planes, lo, hi)
 
 
-def dequantize_brick(buf: bytes, count: int, lo, hi, where: str) -> dict[str, np.ndarray]:
+def payload_bytes(planes: np.ndarray, version: int = FORMAT_VERSION) -> bytes:
+    """The brick payload storing ``planes``."""
+    return _PAYLOADS[version].to_bytes(planes)
+
+
+def payload_size(planes: np.ndarray, version: int = FORMAT_VERSION) -> int:
+    """``len(payload_bytes(planes, version))`` without building the bytes."""
+    return _PAYLOADS[version].size(planes)
+
+
+def brick_payload_size(gv: GaussianVolume, core_lo, core_hi, version: int = FORMAT_VERSION) -> int:
+    """Bytes of the payload storing all of ``gv``'s Gaussians as one brick with core
+    ``core_lo``..``core_hi`` (what a bricked writer needs to fit a brick into a byte share)."""
+    lo, hi = position_box(gv.centers, core_lo, core_hi)
+    return payload_size(quantize_brick(gv, np.arange(gv.n_gaussians), lo, hi, version), version)
+
+
+def dequantize_brick(buf: bytes, count: int, lo, hi, where: str, version: int = FORMAT_VERSION) -> dict[str, np.ndarray]:
     """Brick payload bytes -> dict of float32 ``centers``, ``scales``, ``quaternions``, ``amplitudes``.
 
-    Raises ``FormatError`` (``where`` names the file and brick) for NaN/Inf,
-    scales <= 0 or all-zero quaternions.
+    Raises ``FormatError`` (``where`` names the file and brick) for a wrong
+    length, invalid codes, NaN/Inf, scales <= 0 or all-zero quaternions.
     """
-    if len(buf) != count * BYTES_PER_GAUSSIAN:
-        raise FormatError(f"{where}: payload has {len(buf)} bytes, expected {count * BYTES_PER_GAUSSIAN}")
-    planes = np.frombuffer(buf, dtype="<u2").reshape(PLANES, count)
-    arrays = raw_arrays(planes, lo, hi)
+    if version == 1:
+        planes = payload_v1.from_bytes(buf, count, where)
+    else:
+        planes = payload_v2.from_bytes(buf, count, lo, hi, where)
+    arrays = raw_arrays(planes, lo, hi, version)
     scales, quats = arrays["scales"], arrays["quaternions"]
-    for label in ("scales", "quaternions", "amplitudes"):
+    for label in ("centers", "scales", "quaternions", "amplitudes"):
         bad = ~np.isfinite(arrays[label])
         if bad.any():
             i = int(np.argwhere(bad)[0][0])
@@ -114,17 +107,6 @@ def dequantize_brick(buf: bytes, count: int, lo, hi, where: str) -> dict[str, np
     if bad.any():
         raise FormatError(f"{where}: Gaussian {int(np.argmax(bad))} has an all-zero quaternion")
     return arrays
-
-
-def raw_arrays(planes: np.ndarray, lo, hi) -> dict[str, np.ndarray]:
-    """The float32 arrays a brick's planes decode to (quaternions as stored, not yet normalised)."""
-    floats = planes[3:].view("<f2").astype(np.float32)
-    return {
-        "centers": dequantize_positions(planes[0:3].T, lo, hi),
-        "scales": np.ascontiguousarray(floats[0:3].T),
-        "quaternions": np.ascontiguousarray(floats[3:7].T),
-        "amplitudes": np.ascontiguousarray(floats[7]),
-    }
 
 
 def build_model(parts: list[dict], shape, **fields) -> GaussianVolume:

@@ -1,4 +1,4 @@
-"""Byte layout of a ``.vmg`` file, version 1: the fixed header and the tables.
+"""Byte layout of a ``.vmg`` file (versions 1 and 2): the fixed header and the tables.
 
 This module only packs and unpacks bytes and checks each field on its own
 (ranges, finiteness, reserved bytes); it does no I/O. The full specification,
@@ -12,6 +12,8 @@ File order::
 
 Sections come before brick payloads so that a file truncated at the end
 loses only whole bricks, and the bricks before the cut can still be read.
+Version 2 differs only in the brick payload coding (``payload_v2``) and in
+the brick-table entry, which gains the payload length (u32, 92 bytes).
 """
 
 from __future__ import annotations
@@ -23,29 +25,41 @@ from dataclasses import dataclass
 
 from ..errors import ChecksumError, FormatError, UnsupportedVersionError
 from ..intensity import CODE_DTYPES
+from .payload_v2 import HEADER_SIZE as DESCRIPTORS
+from .payload_v2 import max_size
 
 #: First 8 bytes of every .vmg file. The NUL, CR LF and Ctrl-Z bytes catch
 #: text-mode transfers and C-string truncation, like PNG's signature.
 MAGIC = b"VMG\x00\r\n\x1a\n"
-#: The newest format version this reader understands (and the one it writes).
-FORMAT_VERSION = 1
+#: The newest format version this reader understands (and the one it writes by default).
+FORMAT_VERSION = 2
+#: Versions this package reads and writes.
+SUPPORTED_VERSIONS = (1, 2)
 
 #: magic, version, flags, shape (z, y, x), dtype code, 3 reserved bytes, n_bricks,
 #: spacing (z, y, x), intensity offset, intensity scale, n_gaussians, n_sections
 HEADER = struct.Struct("<8sHH3IB3sI3d2dQI")
 #: the header proper plus its CRC32
 HEADER_SIZE = HEADER.size + 4
-#: core bounds z0 z1 y0 y1 x0 x1 (u32), reach lo zyx, reach hi zyx (f32),
+#: version 1 brick entry: core bounds z0 z1 y0 y1 x0 x1 (u32), reach lo zyx, reach hi zyx (f32),
 #: position box lo zyx, hi zyx (f32), count (u32), payload CRC32 (u32), payload offset (u64)
-BRICK = struct.Struct("<6I3f3f3f3fIIQ")
+BRICK_V1 = struct.Struct("<6I3f3f3f3fIIQ")
+#: version 2 brick entry: the version 1 fields, then the payload length in bytes (u32)
+BRICK = struct.Struct("<6I3f3f3f3fIIQI")
 #: type (u16), flags (u16), payload CRC32 (u32), payload offset (u64), payload length (u64)
 SECTION = struct.Struct("<HHIQQ")
 TABLE_CRC_SIZE = 4
 
-#: bytes per stored Gaussian: 3 x u16 position, 3 x f16 scale, 4 x f16 quaternion, f16 amplitude
-BYTES_PER_GAUSSIAN = 22
-#: values per Gaussian (all 16 bit); a brick payload is an (11, count) array of u16 planes
-PLANES = BYTES_PER_GAUSSIAN // 2
+#: bytes to plan for per Gaussian when a budget must be split before the Gaussians exist (the
+#: bricked encoder): version 2 stores at most 110 bits (13.75 bytes) per Gaussian whose centre lies
+#: in a brick core of up to 256 voxels per axis (``payload_v2.max_bits_per_gaussian``), typically
+#: 10.5-12.5, plus up to 44 bytes per brick. Version 1 stores exactly 22 (``payload_v1``).
+#: ``file_size`` gives exact sizes.
+BYTES_PER_GAUSSIAN = 14
+#: bytes per stored Gaussian in version 1 (3 x u16 position, 3 x f16 scale, 4 x f16 quaternion, f16 amplitude)
+V1_BYTES_PER_GAUSSIAN = 22
+#: values per Gaussian; a brick is quantised to an (11, count) array of u16 planes (codes)
+PLANES = 11
 
 #: section type of the coarse background field (``background.py``)
 SECTION_BACKGROUND = 1
@@ -58,6 +72,11 @@ BACKGROUND_HEADER = struct.Struct("<B3s3I")
 MAX_BRICKS = 1 << 24
 MAX_SECTIONS = 1 << 10
 MAX_AXIS = 2**31 - 1
+
+
+def brick_struct(version: int) -> struct.Struct:
+    """The brick-table entry layout of format ``version``."""
+    return BRICK_V1 if version == 1 else BRICK
 
 
 def crc32(data) -> int:
@@ -99,7 +118,7 @@ class Header:
     @property
     def table_size(self) -> int:
         """Bytes of brick table + section table + table CRC."""
-        return self.n_bricks * BRICK.size + self.n_sections * SECTION.size + TABLE_CRC_SIZE
+        return self.n_bricks * brick_struct(self.version).size + self.n_sections * SECTION.size + TABLE_CRC_SIZE
 
     @property
     def data_start(self) -> int:
@@ -115,9 +134,10 @@ class BrickInfo:
     brick is responsible for. ``reach_lo``/``reach_hi``: a box (voxel
     coordinates, inclusive) containing every 3-sigma box of its Gaussians; a
     region that does not meet it gets nothing from this brick. ``pos_lo``/
-    ``pos_hi``: the box the uint16 positions are quantised over. ``count``
-    Gaussians are stored at ``offset`` (``count * 22`` bytes, CRC32 ``crc``);
-    a writer fills ``offset`` in when it lays the file out.
+    ``pos_hi``: the box the positions are quantised over. ``count``
+    Gaussians are stored in ``nbytes`` payload bytes (``22 * count`` in
+    version 1) at ``offset`` (CRC32 ``crc``); a writer fills ``offset`` in
+    when it lays the file out.
     """
 
     core_lo: tuple[int, int, int]
@@ -128,17 +148,15 @@ class BrickInfo:
     pos_hi: tuple[float, float, float]
     count: int
     crc: int
+    nbytes: int
     offset: int = 0
-
-    @property
-    def nbytes(self) -> int:
-        return self.count * BYTES_PER_GAUSSIAN
 
     @property
     def end(self) -> int:
         return self.offset + self.nbytes
 
-    def pack(self) -> bytes:
+    def pack(self, version: int = FORMAT_VERSION) -> bytes:
+        """The table entry of format ``version`` (version 1 has no length field)."""
         core = (
             self.core_lo[0],
             self.core_hi[0],
@@ -147,16 +165,10 @@ class BrickInfo:
             self.core_lo[2],
             self.core_hi[2],
         )
-        return BRICK.pack(
-            *core,
-            *self.reach_lo,
-            *self.reach_hi,
-            *self.pos_lo,
-            *self.pos_hi,
-            self.count,
-            self.crc,
-            self.offset,
-        )
+        fields = (*core, *self.reach_lo, *self.reach_hi, *self.pos_lo, *self.pos_hi, self.count, self.crc, self.offset)
+        if version == 1:
+            return BRICK_V1.pack(*fields)
+        return BRICK.pack(*fields, self.nbytes)
 
     def meets(self, first, last) -> bool:
         """Whether the reach box meets the box of voxel coordinates ``[first, last]`` (ZYX, inclusive)."""
@@ -276,9 +288,10 @@ def parse_tables(
             f"{name}: brick/section table checksum mismatch (bytes {HEADER_SIZE}-{end} are corrupt)"
         )
     pos = header.data_start
+    entry = brick_struct(header.version)
     sections = []
     for i in range(n_s):
-        s = SectionInfo(*SECTION.unpack_from(body, n_b * BRICK.size + i * SECTION.size))
+        s = SectionInfo(*SECTION.unpack_from(body, n_b * entry.size + i * SECTION.size))
         if s.flags & ~SECTION_REQUIRED:
             raise UnsupportedVersionError(
                 f"{name}: section {i} has flags 0x{s.flags:04x} this reader does not know; upgrade napari-volmicro"
@@ -290,7 +303,7 @@ def parse_tables(
     bricks = []
     total = 0
     for i in range(n_b):
-        f = BRICK.unpack_from(body, i * BRICK.size)
+        f = entry.unpack_from(body, i * entry.size)
         core = f[0:6]
         b = BrickInfo(
             core_lo=(core[0], core[2], core[4]),
@@ -301,9 +314,12 @@ def parse_tables(
             pos_hi=tuple(f[15:18]),
             count=f[18],
             crc=f[19],
+            nbytes=f[21] if header.version >= 2 else f[18] * V1_BYTES_PER_GAUSSIAN,
             offset=f[20],
         )
         _check_brick(b, i, header.shape, name)
+        if header.version >= 2:
+            _check_payload_length(b, i, name)
         if b.offset != pos:
             raise FormatError(f"{name}: brick {i} payload starts at byte {b.offset}, expected {pos}")
         pos = b.end
@@ -315,6 +331,16 @@ def parse_tables(
             f"the brick table holds {total}"
         )
     return bricks, sections
+
+
+def _check_payload_length(b: BrickInfo, i: int, name: str) -> None:
+    if b.count == 0 and b.nbytes:
+        raise FormatError(f"{name}: brick {i} is empty but its payload length is {b.nbytes}, not 0")
+    if b.count and not DESCRIPTORS <= b.nbytes <= max_size(b.count):
+        raise FormatError(
+            f"{name}: brick {i} payload length {b.nbytes} is impossible for {b.count} Gaussians "
+            f"(expected {DESCRIPTORS}..{max_size(b.count)})"
+        )
 
 
 def _check_brick(b: BrickInfo, i: int, shape, name: str) -> None:

@@ -136,8 +136,8 @@ class LazyGaussianVolume(GaussianVolume):
 
     def save(self, path) -> Path:
         """Write the model to ``path`` atomically, brick by brick: the source file's bricks and
-        payload bytes (each checksum checked), one brick in memory at a time. A file this version
-        wrote is reproduced byte for byte."""
+        payload bytes (each checksum checked), one brick in memory at a time, in the source's format
+        version. A file this version wrote is reproduced byte for byte."""
         vmg = self.vmg
 
         def payloads():
@@ -146,7 +146,8 @@ class LazyGaussianVolume(GaussianVolume):
                     yield vmg._read(b.offset, b.nbytes, fh)
 
         write_bricks(path, shape=self.shape, spacing=self.spacing, mapping=self.mapping,
-                     background=self.background, bricks=vmg.bricks, payloads=payloads())
+                     background=self.background, bricks=vmg.bricks, payloads=payloads(),
+                     version=vmg.header.version)
         return Path(path)
 
     # -- identity -------------------------------------------------------------------------

@@ -204,7 +204,7 @@ class VmgFile:
             raise ChecksumError(
                 f"{where}: payload checksum mismatch (bytes {b.offset}-{b.end - 1} are corrupt)"
             )
-        part = dequantize_brick(data, b.count, b.pos_lo, b.pos_hi, where)
+        part = dequantize_brick(data, b.count, b.pos_lo, b.pos_hi, where, self.header.version)
         if b.count and i not in self._reach_checked:
             self._check_reach(i, part)
             self._reach_checked.add(i)

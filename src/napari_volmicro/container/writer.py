@@ -28,15 +28,15 @@ from .codec import (
     background_payload,
     background_payload_size,
     build_model,
+    check_version,
     payload_bytes,
+    payload_size,
     position_box,
     quantize_brick,
     raw_arrays,
     reach_box,
 )
 from .layout import (
-    BRICK,
-    BYTES_PER_GAUSSIAN,
     FORMAT_VERSION,
     HEADER_SIZE,
     SECTION,
@@ -46,6 +46,7 @@ from .layout import (
     BrickInfo,
     Header,
     SectionInfo,
+    brick_struct,
     crc32,
     table_crc,
 )
@@ -96,37 +97,47 @@ def _plan(gv: GaussianVolume, brick_shape) -> list[_PlannedBrick]:
     return planned
 
 
-def _quantized_parts(gv: GaussianVolume, brick_shape):
-    """For each planned brick: (plan, position box lo, hi, payload planes, raw decoded arrays)."""
+def _quantized_parts(gv: GaussianVolume, brick_shape, version: int, decode: bool = True):
+    """For each planned brick: (plan, position box lo, hi, payload planes, raw decoded arrays or None)."""
     parts = []
     for p in _plan(gv, brick_shape):
         lo, hi = position_box(gv.centers[p.index], p.core_lo, p.core_hi)
-        planes = quantize_brick(gv, p.index, lo, hi)
-        parts.append((p, lo, hi, planes, raw_arrays(planes, lo, hi)))
+        planes = quantize_brick(gv, p.index, lo, hi, version)
+        parts.append((p, lo, hi, planes, raw_arrays(planes, lo, hi, version) if decode else None))
     return parts
 
 
-def quantize(gv: GaussianVolume, *, brick_shape=None) -> GaussianVolume:
+def quantize(gv: GaussianVolume, *, brick_shape=None, version: int = FORMAT_VERSION) -> GaussianVolume:
     """Exactly the model ``save`` would store and ``load`` return, without any file I/O."""
     gv = _check_model(gv)
-    parts = [part[-1] for part in _quantized_parts(gv, brick_shape)]
+    parts = [part[-1] for part in _quantized_parts(gv, brick_shape, check_version(version))]
     return build_model(parts, gv.shape, spacing=gv.spacing, mapping=gv.mapping, background=gv.background)
 
 
-def file_size(gv: GaussianVolume, *, brick_shape=None) -> int:
-    """Exact number of bytes ``save(gv, path, brick_shape=...)`` writes."""
+def file_size(gv: GaussianVolume, *, brick_shape=None, version: int = FORMAT_VERSION) -> int:
+    """Exact number of bytes ``save(gv, path, brick_shape=..., version=...)`` writes.
+
+    Version 2 payload sizes depend on the quantised values (each brick's code ranges), so this
+    quantises the model (no decoding, no packing).
+    """
     gv = _check_model(gv)
-    n_bricks = 1 if brick_shape is None else len(_plan(gv, brick_shape))
-    size = HEADER_SIZE + n_bricks * BRICK.size + TABLE_CRC_SIZE + gv.n_gaussians * BYTES_PER_GAUSSIAN
+    version = check_version(version)
+    parts = _quantized_parts(gv, brick_shape, version, decode=False)
+    size = HEADER_SIZE + len(parts) * brick_struct(version).size + TABLE_CRC_SIZE
+    size += sum(payload_size(planes, version) for _, _, _, planes, _ in parts)
     if gv.background is not None:
         size += SECTION.size + background_payload_size(gv.background)
     return size
 
 
-def brick_entry(core_lo, core_hi, planes: np.ndarray, pos_lo, pos_hi, reach_lo, reach_hi) -> tuple[BrickInfo, bytes]:
+def brick_entry(core_lo, core_hi, planes: np.ndarray, pos_lo, pos_hi, reach_lo, reach_hi,
+                version: int = FORMAT_VERSION) -> tuple[BrickInfo, bytes]:
     """A brick-table entry (offset not yet laid out) and the payload bytes for ``planes``
-    ((11, count) uint16, ``codec.quantize_brick``); boxes are float32-representable (3,) voxel coordinates."""
-    data = payload_bytes(planes)
+    ((11, count) uint16, ``codec.quantize_brick`` of the same ``version``); boxes are
+    float32-representable (3,) voxel coordinates."""
+    data = payload_bytes(planes, version)
+    if len(data) > 0xFFFFFFFF:
+        raise InputError(f"a brick payload of {len(data)} bytes does not fit the table (at most 4 GiB); use smaller bricks")
     info = BrickInfo(
         core_lo=tuple(int(v) for v in core_lo),
         core_hi=tuple(int(v) for v in core_hi),
@@ -136,6 +147,7 @@ def brick_entry(core_lo, core_hi, planes: np.ndarray, pos_lo, pos_hi, reach_lo, 
         pos_hi=tuple(float(v) for v in pos_hi),
         count=int(planes.shape[1]),
         crc=crc32(data),
+        nbytes=len(data),
     )
     return info, data
 
@@ -151,15 +163,18 @@ class FileLayout:
     size: int
 
 
-def lay_out(*, shape, spacing, mapping: IntensityMapping, background, bricks) -> FileLayout:
-    """Lay out a ``.vmg`` holding ``bricks`` (``BrickInfo`` entries in file order; their offsets are
-    ignored and assigned here, payloads packed in order after the sections). ``background``: the
-    coarse field (float grid) or None. The one place the file's layout is decided."""
+def lay_out(*, shape, spacing, mapping: IntensityMapping, background, bricks,
+            version: int = FORMAT_VERSION) -> FileLayout:
+    """Lay out a ``.vmg`` of format ``version`` holding ``bricks`` (``BrickInfo`` entries in file
+    order, with payloads of that version; their offsets are ignored and assigned here, payloads
+    packed in order after the sections). ``background``: the coarse field (float grid) or None.
+    The one place the file's layout is decided."""
+    version = check_version(version)
     section_payloads = []
     if background is not None:
         section_payloads.append((SECTION_BACKGROUND, SECTION_REQUIRED, background_payload(background)))
     header = Header(
-        version=FORMAT_VERSION,
+        version=version,
         flags=0,
         shape=tuple(int(v) for v in shape),
         dtype_code=DTYPE_CODES[mapping.dtype],
@@ -179,23 +194,26 @@ def lay_out(*, shape, spacing, mapping: IntensityMapping, background, bricks) ->
     for b in bricks:
         placed.append(dataclasses.replace(b, offset=pos))
         pos += b.nbytes
-    table = b"".join(b.pack() for b in placed) + b"".join(s.pack() for s in sections)
+    table = b"".join(b.pack(version) for b in placed) + b"".join(s.pack() for s in sections)
     head = header.pack()
     table += table_crc(head, table).to_bytes(4, "little")
     return FileLayout(b"".join([head, table, *(d for _, _, d in section_payloads)]), tuple(placed), pos)
 
 
-def write_bricks(path, *, shape, spacing, mapping: IntensityMapping, background=None, bricks, payloads) -> int:
+def write_bricks(path, *, shape, spacing, mapping: IntensityMapping, background=None, bricks, payloads,
+                 version: int = FORMAT_VERSION) -> int:
     """Write a ``.vmg`` atomically, streaming the brick payloads one at a time; returns its size.
 
     bricks: ``BrickInfo`` entries in file order (e.g. from ``brick_entry``; offsets are assigned
     here). payloads: an iterable giving each brick's payload bytes in the same order, consumed
-    while writing, so only one payload need be in memory. Each payload is checked against its
+    while writing, so only one payload need be in memory. version: the format of the entries and
+    payloads (a copy of a version-1 file stays version 1). Each payload is checked against its
     entry (length and CRC) as it is written; a mismatch raises ``VolmicroError`` before the
     rename, so a bad file never replaces a good one.
     """
     path = Path(path)
-    layout = lay_out(shape=shape, spacing=spacing, mapping=mapping, background=background, bricks=bricks)
+    layout = lay_out(shape=shape, spacing=spacing, mapping=mapping, background=background, bricks=bricks,
+                     version=version)
 
     def write(fh):
         fh.write(layout.head)
@@ -221,36 +239,41 @@ def write_bricks(path, *, shape, spacing, mapping: IntensityMapping, background=
     return layout.size
 
 
-def _entries(gv: GaussianVolume, brick_shape) -> tuple[list[BrickInfo], list[bytes]]:
+def _entries(gv: GaussianVolume, brick_shape, version: int) -> tuple[list[BrickInfo], list[bytes]]:
     entries, payloads = [], []
-    for p, lo, hi, planes, raw in _quantized_parts(gv, brick_shape):
+    for p, lo, hi, planes, raw in _quantized_parts(gv, brick_shape, version):
         r_lo, r_hi = reach_box(build_model([raw], gv.shape))
-        info, data = brick_entry(p.core_lo, p.core_hi, planes, lo, hi, r_lo, r_hi)
+        info, data = brick_entry(p.core_lo, p.core_hi, planes, lo, hi, r_lo, r_hi, version)
         entries.append(info)
         payloads.append(data)
     return entries, payloads
 
 
-def to_bytes(gv: GaussianVolume, *, brick_shape=None) -> bytes:
+def to_bytes(gv: GaussianVolume, *, brick_shape=None, version: int = FORMAT_VERSION) -> bytes:
     """The complete file contents ``save`` writes."""
     gv = _check_model(gv)
-    entries, payloads = _entries(gv, brick_shape)
+    version = check_version(version)
+    entries, payloads = _entries(gv, brick_shape, version)
     layout = lay_out(shape=gv.shape, spacing=gv.spacing, mapping=gv.mapping, background=gv.background,
-                     bricks=entries)
+                     bricks=entries, version=version)
     out = b"".join([layout.head, *payloads])
     assert len(out) == layout.size
     return out
 
 
-def save(gv: GaussianVolume, path, *, brick_shape=None) -> Path:
+def save(gv: GaussianVolume, path, *, brick_shape=None, version: int = FORMAT_VERSION) -> Path:
     """Write ``gv`` to ``path`` as a ``.vmg`` file, atomically; returns the path.
+
+    version: the format version to write (2, the default, or 1, which older readers read;
+    docs/format.md).
 
     The bytes go to a temporary file in the same directory, which is flushed,
     fsynced and renamed over ``path``; on any failure it is removed and
     ``path`` is untouched.
     """
     gv = _check_model(gv)
-    entries, payloads = _entries(gv, brick_shape)
+    version = check_version(version)
+    entries, payloads = _entries(gv, brick_shape, version)
     write_bricks(path, shape=gv.shape, spacing=gv.spacing, mapping=gv.mapping, background=gv.background,
-                 bricks=entries, payloads=payloads)
+                 bricks=entries, payloads=payloads, version=version)
     return Path(path)

@@ -1,8 +1,10 @@
 """Size budgets: bytes allowed, Gaussians that fit, and the final prune.
 
-File sizes come from ``container.file_size`` (the bytes ``save`` writes).
-Until that exists, ``estimate_file_size`` is used: 22 bytes per Gaussian plus
-a header and the background field (float32 nodes), kept in this one place.
+File sizes come from ``container.file_size`` (the exact bytes ``save``
+writes). Format version 2 stores a Gaussian in a data-dependent number of
+bits (about 12 bytes; docs/format.md), so training aims for the count
+``gaussians_for_bytes`` estimates from the volume's shape, and the final prune
+(``fit_budget``) bisects on the count until the exact size fits.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import numpy as np
 from ..errors import InputError
 from ..gaussians import GaussianVolume
 
+#: version-1 bytes per Gaussian (the fallback estimate when the container is missing)
 BYTES_PER_GAUSSIAN = 22
 #: conservative per-file overhead of the estimate (header, tables, checksums)
 ESTIMATE_OVERHEAD = 256
+#: typical bit widths of the version-2 planes other than positions, measured on models trained
+#: at 0.073-0.3 bpp (Purkinje, nuclei): scales 3 x 8, quaternion index 2 + 3 x 9, amplitude 10
+V2_OTHER_BITS = 3 * 8 + 2 + 3 * 9 + 10
 
 
 def estimate_file_size(n_gaussians: int, background_nodes: int = 0) -> int:
@@ -56,8 +62,21 @@ def budget_bytes(n_voxels: int, itemsize: int, *, bpp=None, ratio=None, gaussian
     return int(math.floor(bpp * n_voxels / 8.0))
 
 
+def bytes_per_gaussian(shape) -> float:
+    """Expected stored bytes per Gaussian in a one-brick version-2 file of a volume of ``shape``
+    (voxels, ZYX): position bits for a box spanning the volume, typical widths for the rest."""
+    try:
+        from ..container.payload_v2 import position_levels
+    except ImportError:
+        return float(BYTES_PER_GAUSSIAN)
+    levels = position_levels(np.zeros(3, np.float32), np.asarray(shape, np.float32) - 1)
+    pos_bits = sum(int(v).bit_length() for v in levels)
+    return (pos_bits + V2_OTHER_BITS) / 8
+
+
 def gaussians_for_bytes(template: GaussianVolume, budget: int) -> int:
-    """Largest N such that a model like ``template`` with N Gaussians fits in ``budget`` bytes."""
+    """About the largest N such that a model like ``template`` with N Gaussians fits in
+    ``budget`` bytes (an estimate from ``bytes_per_gaussian``; ``fit_budget`` makes it exact)."""
     empty = template.subset(np.zeros(0, np.int64))
     base = file_size(empty)
     if budget < base:
@@ -65,7 +84,8 @@ def gaussians_for_bytes(template: GaussianVolume, budget: int) -> int:
             f"size budget of {budget} bytes is smaller than an empty model file ({base} bytes, "
             "header and background field); ask for a larger --bpp/--ratio"
         )
-    n = (budget - base) // BYTES_PER_GAUSSIAN
+    descriptors = 33  # a version-2 brick's plane descriptors
+    n = math.floor((budget - base - descriptors) / bytes_per_gaussian(template.shape))
     return int(max(0, n))
 
 
@@ -82,17 +102,31 @@ def prune_to_count(gv: GaussianVolume, n: int) -> GaussianVolume:
     return gv.subset(keep)
 
 
-def fit_budget(gv: GaussianVolume, budget: int | None) -> GaussianVolume:
-    """Drop least-massive Gaussians until ``file_size(gv) <= budget`` (no-op for None)."""
-    if budget is None:
+def fit_budget(gv: GaussianVolume, budget: int | None, size=None) -> GaussianVolume:
+    """The most massive Gaussians of ``gv`` (order preserved) that fit: the largest count N
+    with ``size(model) <= budget`` (no-op for None). ``size``: bytes of a model, by default
+    ``file_size`` (a whole file); e.g. ``container.codec.brick_payload_size`` for one brick.
+
+    Keeping the N most massive Gaussians gives nested subsets, whose stored size never
+    decreases with N (a subset's code ranges and position box lie within the superset's),
+    so bisection on N finds the exact largest N in about log2(n) size evaluations.
+    """
+    size = file_size if size is None else size
+    if budget is None or size(gv) <= budget:
         return gv
-    size = file_size(gv)
-    while size > budget and gv.n_gaussians:
-        excess = size - budget
-        drop = max(1, math.ceil(excess / BYTES_PER_GAUSSIAN))
-        gv = prune_to_count(gv, max(0, gv.n_gaussians - drop))
-        size = file_size(gv)
-    return gv
+    order = np.argsort(-importance(gv), kind="stable")
+
+    def top(n):
+        return gv.subset(np.sort(order[:n]))
+
+    lo, hi = 0, gv.n_gaussians  # file_size(top(lo)) <= budget or lo == 0; top(hi) does not fit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if size(top(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return top(lo)
 
 
 def field_shape(nodes: int, volume_shape) -> tuple[int, int, int] | None:
