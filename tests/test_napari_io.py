@@ -19,7 +19,7 @@ def test_manifest_validates():
     pm = PluginManifest.from_distribution("napari-volmicro")
     pm.validate_imports()  # every python_name imports and exists
     contrib = pm.contributions
-    assert {w.display_name for w in contrib.widgets} == {"Compress", "Browse"}
+    assert {w.display_name for w in contrib.widgets} == {"Compress", "Compress large volume", "Browse"}
     assert contrib.readers[0].filename_patterns == ["*.vmg"]
     assert contrib.writers[0].layer_types == ["points"]
     assert len(contrib.sample_data) == 2

@@ -231,9 +231,11 @@ class BrowseWidget(QWidget):
             )
             self.status.setText(f"ellipsoids: {n:,} Gaussians ({mode}), sigma {sigma:g}")
 
-        worker = create_worker(build, _start_thread=False)
+        worker = create_worker(  # errored handled here, so napari does not also re-raise it
+            build, _start_thread=False,
+            _connect={"errored": lambda exc: self._on_error(f"ellipsoids failed: {exc}")},
+        )
         worker.returned.connect(done)
-        worker.errored.connect(lambda exc: self._on_error(f"ellipsoids failed: {exc}"))
         self._mesh_worker = worker
         worker.start()
 

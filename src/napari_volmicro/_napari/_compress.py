@@ -282,10 +282,10 @@ class CompressWidget(QWidget):
             cancel=self._cancel,
             finished=self.thread_done,
             _start_thread=False,
+            _connect={"errored": self._on_error},  # handled here, so napari does not also re-raise it
         )
         worker.yielded.connect(self._on_update)
         worker.returned.connect(self._on_result)
-        worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self._watch_window()

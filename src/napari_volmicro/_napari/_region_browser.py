@@ -193,9 +193,11 @@ class RegionBrowser:
         self._pending = False
         self.requests += 1
         self._done = threading.Event()
-        worker = create_worker(decode_block, self.gv, req, self._done, _start_thread=False)
+        worker = create_worker(  # errored handled here, so napari does not also re-raise it
+            decode_block, self.gv, req, self._done, _start_thread=False,
+            _connect={"errored": lambda exc, req=req: self._on_errored(req, exc)},
+        )
         worker.returned.connect(lambda out, req=req: self._on_returned(req, out))
-        worker.errored.connect(lambda exc, req=req: self._on_errored(req, exc))
         worker.finished.connect(lambda w=worker: self._on_finished(w))
         self._worker = worker
         worker.start()
