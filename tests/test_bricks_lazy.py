@@ -188,7 +188,7 @@ def test_damaged_bricks_fail_only_the_regions_that_need_them(tmp_path, bricked):
 
 
 def test_reach_check_runs_once_per_brick_and_checksums_every_read(tmp_path, bricked, monkeypatch):
-    from napari_volmicro.container.codec import build_model, gaussian_bounds, raw_arrays, raw_bounds
+    from napari_volmicro.container.codec import build_model, dequantize_brick, gaussian_bounds, raw_bounds
 
     path, whole = bricked
     checked = []
@@ -211,8 +211,7 @@ def test_reach_check_runs_once_per_brick_and_checksums_every_read(tmp_path, bric
     # the reader's fast reach bounds agree with the writer's
     for i in (0, 5, 20):
         b = vmg.bricks[i]
-        planes = np.frombuffer(path.read_bytes()[b.offset : b.end], "<u2").reshape(11, b.count)
-        part = raw_arrays(planes, b.pos_lo, b.pos_hi)
+        part = dequantize_brick(path.read_bytes()[b.offset : b.end], b.count, b.pos_lo, b.pos_hi, "x")
         for fast, slow in zip(raw_bounds(part), gaussian_bounds(build_model([part], whole.shape))):
             np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-5)
 

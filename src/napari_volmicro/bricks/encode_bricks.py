@@ -124,7 +124,8 @@ def brick_seed(seed: int, index: int) -> int:
 
 def encode_brick_task(volume: ChunkedVolume, grid: BrickGrid, brick: Brick, job: dict) -> BrickPart:
     """Encode one brick; returns its quantised part in the global model (see module doc)."""
-    from ..encode.budget import prune_to_count
+    from ..container.codec import brick_payload_size
+    from ..encode.budget import fit_budget, prune_to_count
     from ..gaussians import GaussianVolume
 
     t0 = time.perf_counter()
@@ -148,6 +149,9 @@ def encode_brick_task(volume: ChunkedVolume, grid: BrickGrid, brick: Brick, job:
         (local.amplitudes[keep].astype(np.float64) * ratio).astype(np.float32),
     )
     model = prune_to_count(model, int(job["n_brick"]))
+    if job.get("brick_bytes") is not None:  # the brick's share of the byte budget, exactly
+        model = fit_budget(model, int(job["brick_bytes"]),
+                           size=lambda m: brick_payload_size(m, brick.core_lo, brick.core_hi))
     node_pts = np.asarray(job["node_points"], np.float64).reshape(-1, 3)
     values = np.full(len(node_pts), local.mapping.offset, np.float64)
     if local.background is not None and len(node_pts):
@@ -224,6 +228,7 @@ class Plan:
     background: np.ndarray  # bool per brick: pure background
     levels: np.ndarray  # per-brick background level (original units)
     n_brick: np.ndarray  # Gaussians each brick may keep
+    brick_bytes: np.ndarray | None  # payload bytes each brick may use (None: a Gaussian-count budget)
     n_encode: np.ndarray  # Gaussians each brick's encoder fits (core + halo)
     field_shape: tuple[int, int, int] | None
     node_points: np.ndarray
@@ -232,7 +237,9 @@ class Plan:
 
 
 def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, ratio, gaussians) -> Plan:
-    from ..container.layout import BRICK, BYTES_PER_GAUSSIAN, HEADER_SIZE, SECTION, TABLE_CRC_SIZE
+    from ..container.layout import BRICK, HEADER_SIZE, SECTION, TABLE_CRC_SIZE
+    from ..container.payload_v2 import HEADER_SIZE as DESCRIPTORS
+    from ..encode.budget import bytes_per_gaussian
 
     n_b = len(grid)
     levels = np.array([s.level for s in stats])
@@ -257,7 +264,8 @@ def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, r
     budget = _budget_bytes(n_vox, itemsize, bpp, ratio, gaussians)
     field_shape, node_points = plan_field(grid.shape, budget)
     if budget is None:
-        total = int(gaussians)
+        n_brick = split_budget(int(gaussians), fg_core)
+        brick_bytes = None
     else:
         fixed = HEADER_SIZE + n_b * BRICK.size + TABLE_CRC_SIZE
         if field_shape is not None:
@@ -267,15 +275,19 @@ def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, r
                 f"size budget of {budget} bytes is smaller than the {fixed} bytes of headers, brick table "
                 f"({n_b} bricks) and background field; use larger bricks or a larger --bpp/--ratio"
             )
-        total = (budget - fixed) // BYTES_PER_GAUSSIAN
-    n_brick = split_budget(total, fg_core)
+        # each brick gets a share of the payload bytes (encode_brick_task prunes it to fit exactly)
+        # and trains about as many Gaussians as a typical share of that size holds
+        brick_bytes = split_budget(budget - fixed, fg_core)
+        per = bytes_per_gaussian(grid.brick_shape)
+        n_brick = np.maximum(0, np.floor((brick_bytes - DESCRIPTORS) / per)).astype(np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         grow = np.where(fg_core > 0, fg_read / np.maximum(fg_core, 1e-12), 1.0)
     # the encoder also fits the halo; fit a little more than the core's share, then prune by mass
     n_encode = np.ceil(n_brick * np.clip(ENCODE_MARGIN * grow, 1.0, 3.0)).astype(np.int64)
     background = background | (n_brick == 0)
     node_owner = grid.owner(node_points) if len(node_points) else np.zeros(0, np.int64)
-    return Plan(offset, scale, background, levels, n_brick, n_encode, field_shape, node_points, node_owner, budget)
+    return Plan(offset, scale, background, levels, n_brick, brick_bytes, n_encode, field_shape, node_points,
+                node_owner, budget)
 
 
 # -- cluster -------------------------------------------------------------------------------
@@ -431,6 +443,7 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
             job = {
                 "encoder": encoder, "seed": int(seed), "threads": threads, "offset": plan.offset, "scale": plan.scale,
                 "n_brick": int(plan.n_brick[b.index]), "n_encode": int(plan.n_encode[b.index]),
+                "brick_bytes": None if plan.brick_bytes is None else int(plan.brick_bytes[b.index]),
                 "node_index": mine, "node_points": plan.node_points[mine],
                 "encoder_kwargs": {"preset": preset, "steps": steps, "device": device, **options},
             }

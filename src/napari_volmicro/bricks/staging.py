@@ -28,7 +28,7 @@ from ..errors import VolmicroError
 
 MANIFEST = "manifest.json"
 #: bump when the part layout changes (old parts are then refused on resume)
-PART_VERSION = 1
+PART_VERSION = 2  # 2: parts hold .vmg format-2 payloads
 
 
 @dataclass(frozen=True)
