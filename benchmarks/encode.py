@@ -119,10 +119,13 @@ def rate(steps=None, volumes=("purkinje", "nuclei")):
             print(f"{vol:9s} {bpp:5.3f} bpp  {fmt(spawn(dict(volume=vol, bpp=bpp, steps=steps)))}", flush=True)
 
 
-def scale(steps=None):
+SCALE_CASES = {"10M": ("10 Mvox", "purkinje", (50, 448, 448)), "20M": ("20 Mvox", "neuron", (119, 415, 409)),
+               "52M": ("100x647x813", "purkinje", (100, 647, 813))}
+
+
+def scale(steps=None, cases=tuple(SCALE_CASES)):
     print("== Scale: volumes built by mirror-tiling the real stacks (not new data) ==")
-    for name, vol, shape in (("10 Mvox", "purkinje", (50, 448, 448)), ("20 Mvox", "neuron", (119, 415, 409)),
-                             ("100x647x813", "purkinje", (100, 647, 813))):
+    for name, vol, shape in (SCALE_CASES[c] for c in cases):
         r = spawn(dict(volume=vol, shape=list(shape), bpp=0.073, steps=steps, quality=True))
         print(f"{name:12s} {vol:9s} {shape}  {fmt(r)}", flush=True)
 
@@ -132,6 +135,8 @@ def main():
     ap.add_argument("--part", choices=("table5", "rate", "scale", "all"), default="all")
     ap.add_argument("--steps", type=int, help="override the preset's steps (quick look)")
     ap.add_argument("--volumes", nargs="+", choices=("purkinje", "nuclei"), default=["purkinje", "nuclei"])
+    ap.add_argument("--scale-cases", nargs="+", choices=list(SCALE_CASES), default=list(SCALE_CASES),
+                    help="which --part scale volumes to encode (default: all three)")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.case:
@@ -142,7 +147,7 @@ def main():
     if a.part in ("rate", "all"):
         rate(a.steps, a.volumes)
     if a.part in ("scale", "all"):
-        scale(a.steps)
+        scale(a.steps, a.scale_cases)
 
 
 if __name__ == "__main__":
