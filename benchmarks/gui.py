@@ -27,6 +27,32 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "src" / "napari_volmicro" / "_data"
 
 
+def _wait_until(cond, timeout: float, poll_ms: int = 2) -> bool:
+    """Run the Qt event loop until ``cond()`` (checked every ``poll_ms``) or ``timeout`` seconds.
+
+    Unlike a ``processEvents(); sleep()`` loop, the main thread sleeps in the event loop
+    between events, as it does in napari, instead of competing with the worker threads.
+    """
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    if cond():
+        return True
+    loop = QEventLoop()
+    t0 = time.perf_counter()
+    timer = QTimer()
+    timer.setInterval(poll_ms)
+
+    def check():
+        if cond() or time.perf_counter() - t0 > timeout:
+            loop.quit()
+
+    timer.timeout.connect(check)
+    timer.start()
+    loop.exec()
+    timer.stop()
+    return bool(cond())
+
+
 def _pump(app, seconds):
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -125,9 +151,7 @@ def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s
     start_call_ms = (time.perf_counter() - t0) * 1000
     updates = [0]
     widget.worker.yielded.connect(lambda u: updates.__setitem__(0, updates[0] + 1))
-    while widget.worker is not None and time.perf_counter() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.001)
+    _wait_until(lambda: widget.worker is None or time.perf_counter() - t0 >= seconds, timeout=seconds + 1, poll_ms=5)
     hb.stop()
     if widget.worker is not None:
         widget.stop()
@@ -183,19 +207,16 @@ def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int)
         t0 = time.perf_counter()
         viewer.dims.set_current_step(0, int(z))
         target = int(round((viewer.dims.point[0] - browser.base_translate[0]) / browser.base_scale[0]))
-        while True:
-            app.processEvents()
+
+        def shown(target=target):
             last = browser.last
-            if last is not None and last.request.grid.start[0] == target and not browser.busy:
-                shown_at = time.perf_counter()
-                break
-            time.sleep(0.0005)
+            return last is not None and last.request.grid.start[0] == target and not browser.busy
+
+        _wait_until(shown, timeout=10.0, poll_ms=1)
+        shown_at = time.perf_counter()
+        last = browser.last
         # wait for the canvas to draw the new data
-        while not draws or draws[-1] < shown_at:
-            app.processEvents()
-            time.sleep(0.0005)
-            if time.perf_counter() - shown_at > 1.0:
-                break
+        _wait_until(lambda at=shown_at: bool(draws) and draws[-1] >= at, timeout=1.0, poll_ms=1)
         times.append((draws[-1] - t0) * 1000 if draws else float("nan"))
         decode_ms.append(last.seconds * 1000)
     g = browser.last.request.grid
@@ -220,8 +241,13 @@ def main(argv=None):
     ap.add_argument("--slices", type=int, default=12)
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--skip-slices", action="store_true")
+    ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (s) for this run (default: Python's)")
     args = ap.parse_args(argv)
 
+    if args.switch_interval:
+        import sys
+
+        sys.setswitchinterval(args.switch_interval)
     import napari  # noqa: F401  (creates the Qt app through napari)
     from napari.qt import get_qapp
     from qtpy.QtWidgets import QApplication

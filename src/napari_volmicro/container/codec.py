@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError, InputError
-from ..gaussians import CUTOFF_SIGMA, GaussianVolume, quaternions_to_matrices
+from ..gaussians import CUTOFF_SIGMA, GaussianVolume
 from . import payload_v1, payload_v2
 from .layout import BACKGROUND_HEADER, FORMAT_VERSION, SUPPORTED_VERSIONS
 
@@ -156,11 +156,12 @@ def raw_bounds(part: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     (well inside ``reader.REACH_TOLERANCE``), without building a model or full covariances:
     the half-width along axis a is ``3 sqrt(sum_j R[a, j]^2 s_j^2)``.
     """
-    c = part["centers"].astype(np.float64)
-    r = quaternions_to_matrices(part["quaternions"])
-    s2 = part["scales"].astype(np.float64) ** 2
-    e = CUTOFF_SIGMA * np.sqrt(((r * r) * s2[:, None, :]).sum(axis=2))
-    return (c - e).min(axis=0), (c + e).max(axis=0)
+    from ._reach import reach_bounds
+
+    c, q, s = (np.ascontiguousarray(part[k]) for k in ("centers", "quaternions", "scales"))
+    if len(c) == 0:
+        raise ValueError("raw_bounds of an empty brick")
+    return reach_bounds(c, q, s, float(CUTOFF_SIGMA))
 
 
 # -- background section ------------------------------------------------------------------
