@@ -85,12 +85,13 @@ AUTO_STEPS_MIN = 800
 def auto_steps(n_voxels: int) -> int:
     """Steps of the default preset for a volume of ``n_voxels`` (deterministic, size-based).
 
-    Per-step cost grows with the volume (lattice size, Gaussians in the budget),
-    so above 4 Mvoxel the count falls as ``(4 M / voxels)^0.75``: 3500 steps up
-    to 4 Mvoxel, ~1760 at 10 M, ~1050 at 20 M, 800 from ~34 M on. On Purkinje
-    (3.3 Mvoxel, 0.073 bpp) 3500 steps score 0.35 dB above 2000.
+    Per-step cost grows about linearly with the volume (lattice size, and the
+    Gaussians a bpp budget allows), so above 4 Mvoxel the count falls as
+    ``(4 M / voxels)^1.6``: 3500 steps up to 4 Mvoxel, ~2440 at 5 M, 810 at 10 M, 800 from
+    ~10 M on (measured at 10 Mvoxel: 1760 steps 224 s, 970 steps 163 s; target 150 s).
+    On Purkinje (3.3 Mvoxel, 0.073 bpp) 3500 steps score 0.35 dB above 2000.
     """
-    f = min(1.0, (AUTO_STEPS_VOXELS / max(1, n_voxels)) ** 0.75)
+    f = min(1.0, (AUTO_STEPS_VOXELS / max(1, n_voxels)) ** 1.6)
     return int(max(AUTO_STEPS_MIN, round(AUTO_STEPS_MAX * f / 10) * 10))
 
 
