@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_volmicro.container import payload_v2
-from napari_volmicro.container._reach import unpack_bits
+from napari_volmicro.container._bits import unpack_bits
 
 
 def _numpy_unpack(data, n, width):

@@ -83,7 +83,7 @@ class IntensityMapping:
             lo, hi = self.clip_range
             np.rint(vals, out=vals)
             np.clip(vals, lo, hi, out=vals)
-        return vals.astype(self.dtype, copy=False)
+        return vals.astype(self.dtype, copy=False)[()]  # a scalar in, a scalar out
 
     def to_original_float(self, model: np.ndarray) -> np.ndarray:
         """Model values -> original units as float64, without rounding or clipping."""

@@ -63,6 +63,25 @@ def check_source_layer(layer) -> str | None:
     return None
 
 
+def fill_layer_combo(combo, viewer, check) -> None:
+    """Offer the viewer's layers (not ours) in ``combo``, keeping the current choice or
+    picking the first layer ``check`` accepts (``check(layer)`` returns None)."""
+    current = combo.currentText()
+    layers = [lyr for lyr in viewer.layers if not _made_by_us(lyr)]
+    names = [lyr.name for lyr in layers]
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentIndex(names.index(current))
+    else:
+        for i, lyr in enumerate(layers):
+            if check(lyr) is None:
+                combo.setCurrentIndex(i)
+                break
+    combo.blockSignals(False)
+
+
 _warm_thread: threading.Thread | None = None
 
 
@@ -195,19 +214,7 @@ class CompressWidget(QWidget):
         self.budget_value.setValue(default)
 
     def _refill_layers(self, *_):
-        current = self.layer_combo.currentText()
-        names = [lyr.name for lyr in self.viewer.layers if not _made_by_us(lyr)]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentIndex(names.index(current))
-        else:  # prefer the first valid 3D image
-            for i, lyr in enumerate(lyr for lyr in self.viewer.layers if not _made_by_us(lyr)):
-                if check_source_layer(lyr) is None:
-                    self.layer_combo.setCurrentIndex(i)
-                    break
-        self.layer_combo.blockSignals(False)
+        fill_layer_combo(self.layer_combo, self.viewer, check_source_layer)
         self._on_layer_choice()
 
     def selected_layer(self):

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import VolmicroError
-from ._compress import _fmt_seconds, _made_by_us, _presets, check_source_layer
+from ._compress import _fmt_seconds, _presets, check_source_layer, fill_layer_combo
 from ._qt_utils import watch_window_close
 
 CLUSTERS = ("local", "scheduler address")
@@ -202,20 +202,7 @@ class BrickedCompressWidget(QWidget):
         self.address_edit.setVisible(not local)
 
     def _refill_layers(self, *_):
-        current = self.layer_combo.currentText()
-        layers = [lyr for lyr in self.viewer.layers if not _made_by_us(lyr)]
-        names = [lyr.name for lyr in layers]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        if current in names:
-            self.layer_combo.setCurrentIndex(names.index(current))
-        else:  # prefer the first valid 3D image
-            for i, lyr in enumerate(layers):
-                if check_bricked_layer(lyr) is None:
-                    self.layer_combo.setCurrentIndex(i)
-                    break
-        self.layer_combo.blockSignals(False)
+        fill_layer_combo(self.layer_combo, self.viewer, check_bricked_layer)
         self._on_layer_choice()
 
     def selected_layer(self):

@@ -156,12 +156,14 @@ def raw_bounds(part: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     (well inside ``reader.REACH_TOLERANCE``), without building a model or full covariances:
     the half-width along axis a is ``3 sqrt(sum_j R[a, j]^2 s_j^2)``.
     """
-    from ._reach import reach_bounds
+    from ..evaluate._kernels import CX, CZ, EX, EZ, prepare
 
     c, q, s = (np.ascontiguousarray(part[k]) for k in ("centers", "quaternions", "scales"))
     if len(c) == 0:
         raise ValueError("raw_bounds of an empty brick")
-    return reach_bounds(c, q, s, float(CUTOFF_SIGMA))
+    g = prepare(c, s, q, np.zeros(len(c), np.float32))  # the dense decoder's own 3-sigma half-widths
+    centre, half = g[:, CZ : CX + 1], g[:, EZ : EX + 1]
+    return (centre - half).min(axis=0), (centre + half).max(axis=0)
 
 
 # -- background section ------------------------------------------------------------------

@@ -203,7 +203,7 @@ def to_bytes(planes: np.ndarray) -> bytes:
 def _unpack(data: np.ndarray, n: int, width: int) -> np.ndarray:
     """``n`` values of ``width`` bits (LSB first) from the bytes ``data`` (exactly ceil(n*width/8))."""
     if n >= 1024:  # compiled for big bricks (same result; the numpy form below is the reference)
-        from ._reach import unpack_bits
+        from ._bits import unpack_bits
 
         return unpack_bits(np.ascontiguousarray(data, np.uint8), n, width)
     padded = np.zeros(len(data) + 3, np.uint32)
