@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from napari_volmicro.evaluate.base import add_background_points
 from napari_volmicro.evaluate.reference import gaussian_sum
 from napari_volmicro.gaussians import GaussianVolume
 from napari_volmicro.intensity import IntensityMapping
@@ -47,7 +48,12 @@ def sparse():
 @pytest.mark.parametrize("k", [1, 8, 32])
 @pytest.mark.parametrize(
     "region",
-    [None, (slice(1, 16, 3), slice(2, 20, 2), slice(0, 18, 5)), (slice(5, 13), slice(0, 20), slice(9, 18))],
+    [
+        None,
+        (slice(1, 16, 3), slice(2, 20, 2), slice(0, 18, 5)),
+        (slice(5, 13), slice(0, 20), slice(9, 18)),
+        (slice(7, 8), slice(0, 20), slice(0, 18)),  # one plane: 8 x 8 x 1 tiles, as Browse decodes
+    ],
 )
 def test_knn_region_matches_brute_force(crowded, k, region):
     got = crowded.decode_model(region, evaluator="knn", k=k)
@@ -137,3 +143,19 @@ def test_knn_empty_model_decodes_to_background():
     gv = GaussianVolume.empty((8, 9, 10), mapping=IntensityMapping(30.0, 10.0, np.uint8))
     np.testing.assert_array_equal(gv.decode(evaluator="knn"), 30)
     np.testing.assert_array_equal(gv.evaluate(np.zeros((4, 3)), evaluator="knn"), 30.0)
+
+
+def test_knn_plane_of_the_sample_model_matches_brute_force():
+    # The shipped model (2,364 trained Gaussians): a 1 x 64 x 96 patch of one plane, as Browse
+    # decodes it, where the tiles' neighbour bounds leave many voxels to the exact rank count.
+    from importlib.resources import files
+
+    from napari_volmicro.container import load
+
+    gv = load(files("napari_volmicro") / "_data" / "purkinje_sample.vmg")
+    assert gv.background is not None
+    region = (slice(21, 22), slice(96, 160), slice(64, 160))
+    points = normalize_region(region, gv.shape).points()
+    got = gv.decode_model(region, evaluator="knn", k=32)
+    want = add_background_points(gv, points, knn_oracle(gv, points, 32)).reshape(got.shape)
+    assert max_rel(got, want) <= 1e-5

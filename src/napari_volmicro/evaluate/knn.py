@@ -77,14 +77,17 @@ def _faiss_threads(n):
         faiss.omp_set_num_threads(before)
 
 
-def make_index(points32: np.ndarray):
-    """A faiss ``IndexFlatL2`` holding ``points32`` (N, 3), on the GPU if faiss has one."""
+def make_index(points32: np.ndarray, gpu: bool = True):
+    """A faiss ``IndexFlatL2`` holding ``points32`` (N, 3), on the GPU if faiss has one and ``gpu``.
+
+    Range searches use CPU indexes (faiss's GPU flat index has no range search).
+    """
     import faiss
 
     global _gpu_resources
     index = faiss.IndexFlatL2(3)
     index.add(points32)
-    if faiss.get_num_gpus() > 0 and hasattr(faiss, "StandardGpuResources"):
+    if gpu and faiss.get_num_gpus() > 0 and hasattr(faiss, "StandardGpuResources"):
         if _gpu_resources is None:
             _gpu_resources = faiss.StandardGpuResources()
         index = faiss.index_cpu_to_gpu(_gpu_resources, 0, index)
@@ -146,12 +149,7 @@ class Neighbours:
         rlo = np.empty(len(queries))
         rup = np.empty(len(queries))
         margin = self._margin(k)
-        side = 2.0 * margin
-        keys = np.floor((queries - queries.min(axis=0)) / side).astype(np.int64)
-        _, group = np.unique(keys, axis=0, return_inverse=True)
-        order = np.argsort(group.ravel(), kind="stable")
-        bounds = np.flatnonzero(np.diff(group.ravel()[order])) + 1
-        for todo in np.split(order, bounds):
+        for todo in _cube_groups(queries, 2.0 * margin):
             self._bounds_group(queries, todo, k, margin, rlo, rup)
         return rlo, rup
 
@@ -170,38 +168,60 @@ class Neighbours:
             todo = todo[~ok]
 
     def candidates(self, queries: np.ndarray, which: np.ndarray, radius: np.ndarray, k: int):
-        """For ``queries[which]``: every centre within ``radius`` of it (and possibly more).
+        """For ``queries[which]``: every centre within ``radius`` (float64, voxels) of it, and possibly more.
 
         Returns ``(cstart, cend, cidx)`` over all queries; queries not in
-        ``which`` get ``cstart = -1``. Widens the faiss K-search until its
-        last distance (minus its error bound) exceeds the radius.
+        ``which`` get ``cstart = -1``. The queries are grouped into cubes;
+        each group is answered by one faiss range search (radius: the
+        group's largest, widened by the float32 error bound) on the centres
+        near it, then each query keeps the centres within its own radius
+        (widened the same way).
         """
         cstart = np.full(len(queries), -1, np.int64)
         cend = np.zeros(len(queries), np.int64)
-        chunks = []
-        used = 0
-        todo = np.asarray(which, np.int64)
+        which = np.asarray(which, np.int64)
         rad = np.asarray(radius, np.float64)
-        margin = max(self._margin(k), float(rad.max()) * 1.1 + 1.0) if len(rad) else 0.0
-        while len(todo):
-            sub, index, ext = self._local(queries[todo], margin)
-            margin *= 2.0
-            inbox = rad < ext
-            kk = min(len(sub), max(4 * k, 64))
-            t, r = todo[inbox], rad[inbox]
-            while len(t):
-                d, i, eps = self._search(index, sub, queries[t], kk)
-                ok = np.full(len(t), True) if kk >= len(sub) else d[:, -1] - eps > r**2
-                for row in np.flatnonzero(ok):
-                    cstart[t[row]] = used
-                    used += kk
-                    cend[t[row]] = used
-                chunks.append(i[ok].ravel())
-                t, r = t[~ok], r[~ok]
-                kk = min(len(sub), 4 * kk)
-            todo, rad = todo[~inbox], rad[~inbox]
+        if len(which) == 0:
+            return cstart, cend, np.zeros(0, np.int64)
+        side = 2.0 * max(self._margin(k), float(np.median(rad)))
+        chunks, counts, order = [], [], []
+        for sel in _cube_groups(queries[which], side):
+            t, r = which[sel], rad[sel]
+            q = queries[t]
+            margin = float(r.max()) * (1.0 + 1e-9) + 1e-6
+            lo, hi = q.min(axis=0) - margin, q.max(axis=0) + margin
+            sub = np.flatnonzero(np.all((self.centres >= lo) & (self.centres <= hi), axis=1))
+            if len(sub) == 0:
+                counts.append(np.zeros(len(t), np.int64))
+                order.append(t)
+                continue
+            q32 = np.ascontiguousarray(q - self.shift, np.float32)
+            eps = _FAISS_REL_ERR * ((q32.astype(np.float64) ** 2).sum(axis=1) + self.cmax2) + 1e-9
+            keep2 = r**2 + eps
+            index = make_index(self.c32[sub], gpu=False)
+            with _faiss_threads(1 if len(q32) * len(sub) < _FAISS_PARALLEL_PAIRS else None):
+                lims, d, i = index.range_search(q32, float(keep2.max()) * (1.0 + 1e-6))
+            row = np.repeat(np.arange(len(t)), np.diff(lims.astype(np.int64)))
+            kept = d <= keep2[row]
+            chunks.append(sub[i[kept].astype(np.int64)])
+            counts.append(np.bincount(row[kept], minlength=len(t)))
+            order.append(t)
+        order = np.concatenate(order)
+        counts = np.concatenate(counts)
+        ends = np.cumsum(counts)
+        cstart[order] = ends - counts
+        cend[order] = ends
         cidx = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
         return cstart, cend, np.ascontiguousarray(cidx, np.int64)
+
+
+def _cube_groups(points: np.ndarray, side: float) -> list[np.ndarray]:
+    """Indices of ``points`` (M, 3) grouped by the cube of edge ``side`` they fall in."""
+    keys = np.floor((points - points.min(axis=0)) / side).astype(np.int64)
+    _, group = np.unique(keys, axis=0, return_inverse=True)
+    group = group.ravel()
+    order = np.argsort(group, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(group[order])) + 1)
 
 
 def _no_candidates(m: int):
