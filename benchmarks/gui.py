@@ -25,6 +25,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "src" / "napari_volmicro" / "_data"
+#: Main-window size (pixels) for both measurements: room for a 1024 x 1024 canvas beside the docks.
+#: With software OpenGL each redraw costs about in proportion to the window's area.
+WINDOW = (1700, 1300)
 
 
 def _wait_until(cond, timeout: float, poll_ms: int = 2) -> bool:
@@ -67,6 +70,7 @@ class Heartbeat:
         from qtpy.QtCore import QTimer
 
         self.gaps = []
+        self.ends = []  # perf_counter time at the end of each gap
         self._last = None
         self.timer = QTimer()
         self.timer.setInterval(interval_ms)
@@ -76,6 +80,7 @@ class Heartbeat:
         now = time.perf_counter()
         if self._last is not None:
             self.gaps.append((now - self._last) * 1000)
+            self.ends.append(now)
         self._last = now
 
     def start(self):
@@ -96,6 +101,7 @@ def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s
     if crop:
         volume = np.ascontiguousarray(volume[:, 64:192, 64:192])
     viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(*WINDOW)  # fixed: napari would restore the last session's size
     viewer.add_image(volume, name="purkinje")
     _pump(app, 1.0)
     # opening the widget starts a background warm-up (torch import, kernels from the cache)
@@ -130,6 +136,10 @@ def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s
         f"p99 {np.percentile(base, 99):.0f} ms, median {np.median(base):.1f} ms"
     )
     handler_ms = {}
+    events = []  # (start, end, name): our handlers and canvas draws, to explain the longest gaps
+    scene = viewer.window._qt_viewer.canvas._scene_canvas  # private: only to time draws
+    scene.events.draw.connect(lambda e: events.append((time.perf_counter(), time.perf_counter(), "draw")))
+    scene.events.resize.connect(lambda e: events.append((time.perf_counter(), time.perf_counter(), "canvas resize")))
     def timed(name):
         orig = getattr(widget, name)
 
@@ -139,10 +149,11 @@ def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s
                 return orig(*a)
             finally:
                 handler_ms.setdefault(name, []).append((time.perf_counter() - t) * 1000)
+                events.append((t, time.perf_counter(), name))
 
         return call
 
-    for name in ("_on_update", "_show_model", "_show_points", "_show_features", "_on_result"):
+    for name in ("_on_update", "_show_model", "_show_points", "_show_features", "_add_points_layer", "_on_result"):
         setattr(widget, name, timed(name))
     hb = Heartbeat()
     hb.start()
@@ -166,8 +177,15 @@ def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s
         f"max {gaps.max():.0f} ms, p99 {np.percentile(gaps, 99):.0f} ms, median {np.median(gaps):.1f} ms "
         f"({'OK' if gaps.max() <= 100 else 'OVER'} target 100 ms)"
     )
-    worst = np.sort(gaps)[-5:][::-1]
-    print(f"  five longest gaps (ms): {', '.join(f'{g:.0f}' for g in worst)}")
+    print("  five longest gaps (ms) and what ran in them (ms from the gap's start):")
+    for j in np.argsort(gaps)[-5:][::-1]:
+        end = hb.ends[j]
+        start = end - gaps[j] / 1000
+        inside = [
+            f"{name} {1000 * (a - start):.0f}" + (f"-{1000 * (b - start):.0f}" if b > a + 5e-4 else "")
+            for a, b, name in sorted(events) if b >= start and a <= end
+        ]
+        print(f"    {gaps[j]:.0f} at {start - t0:.1f} s: {', '.join(inside) or 'none of ours, no draw'}")
     print("  main-thread handlers (ms, max / median / calls): " + "; ".join(
         f"{k} {max(v):.0f} / {statistics.median(v):.0f} / {len(v)}" for k, v in handler_ms.items()))
     viewer.close()
@@ -178,7 +196,7 @@ def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int)
     import napari
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1700, 1300)
+    viewer.window._qt_window.resize(*WINDOW)
     image, _ = viewer.open(str(vmg), plugin="napari-volmicro")
     _pump(app, 0.5)
     viewer.canvas.size = (1024, 1024)

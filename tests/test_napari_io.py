@@ -124,3 +124,27 @@ def test_sample_model_opens_and_matches_the_sample_volume(viewer_factory, qtbot)
     z = 25
     plane = gv.decode((slice(z, z + 1), slice(None), slice(None)), evaluator="dense")
     assert psnr_full(stack[z : z + 1], plane) > 35
+
+
+def test_points_layer_follows_models_of_changing_size(viewer_factory, qtbot):
+    """A live Points layer takes models with fewer and more Gaussians (as densification makes them)."""
+    from napari_volmicro._napari._layers import points_layer_data, update_points_layer
+    from napari_volmicro.features import feature_table
+    from napari_volmicro.synthetic import random_volume
+
+    viewer = viewer_factory(show=True)
+    first = random_volume((12, 40, 40), n=80, seed=1)
+    data, kwargs, _ = points_layer_data(first, "centres")
+    layer = viewer.add_points(data, **kwargs)
+    viewer.dims.set_current_step(0, 6)
+    for seed, n in ((2, 60), (3, 120), (4, 120), (5, 30)):
+        gv = random_volume((12, 40, 40), n=n, seed=seed)
+        update_points_layer(layer, gv, features=feature_table(gv))
+        qtbot.wait(30)  # let the canvas draw what it was given (an inconsistent view would raise)
+        np.testing.assert_allclose(layer.data, gv.centers, rtol=1e-6)
+        f = feature_table(gv)
+        want_size = 2.0 * np.cbrt(f["sigma_0"] * f["sigma_1"] * f["sigma_2"])
+        np.testing.assert_allclose(layer.size, want_size, rtol=1e-6)
+        np.testing.assert_allclose(layer.features["amplitude"], gv.amplitudes, rtol=1e-6)
+        # the colours follow the new amplitudes: the brightest Gaussian gets viridis' top colour
+        np.testing.assert_allclose(layer.face_color[np.argmax(gv.amplitudes), :3], [0.993248, 0.906157, 0.143936], atol=1e-3)

@@ -1,12 +1,15 @@
 """The worker-side loop of the Compress widget (no Qt): throttling, snapshots, summary."""
 
+import os
+import sys
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from napari_volmicro._napari._training_loop import preview_step, training_updates
+from napari_volmicro._napari._training_loop import lower_thread_priority, preview_step, training_updates
 from napari_volmicro.synthetic import random_volume
 
 
@@ -110,3 +113,40 @@ def test_preview_step_keeps_under_budget():
     z, y, x = preview_step((100, 2048, 2048), 16_000_000)
     assert z == 1 and y == x
     assert 100 * -(-2048 // y) * -(-2048 // x) <= 16_000_000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are a Linux feature")
+def test_training_thread_runs_below_the_gui_priority():
+    """nice=10: the thread running the loop (and so the trainer) yields the CPU; the caller's is untouched."""
+    gv = random_volume(shape=(12, 16, 16), n=20)
+    volume = gv.decode(evaluator="reference")
+    seen = {}
+
+    class Recording(StandInTrainer):
+        def run(self):
+            seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            yield from super().run()
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def consume():
+        for _ in training_updates(Recording(gv, total_steps=3), volume, summary=False, nice=10):
+            pass
+
+    t = threading.Thread(target=consume)
+    t.start()
+    t.join()
+    assert seen["nice"] == max(10, before)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+    # a thread already below that priority is left alone (never raised)
+    after = []
+
+    def lower_twice():
+        lower_thread_priority(15)
+        after.append(lower_thread_priority(10))
+        after.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    t = threading.Thread(target=lower_twice)
+    t.start()
+    t.join()
+    assert after == [True, max(15, before)]

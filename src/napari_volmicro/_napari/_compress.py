@@ -124,6 +124,10 @@ class CompressWidget(QWidget):
     throttle_s = 0.3
     #: a live reconstruction is requested this often (seconds)
     snapshot_every_s = 3.0
+    #: the training thread's nice value (Linux): below the GUI's, so redraws are not starved
+    training_nice = 10
+    #: the Points layer follows a new reconstruction this much later (ms), after its redraw
+    points_delay_ms = 150
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
@@ -139,6 +143,7 @@ class CompressWidget(QWidget):
         self._close_watcher = None
         self._pending_points = None
         self._pending_features = None
+        self._points_model = None  # the model whose centres the Points layer holds
         self._cancel = threading.Event()
         self.thread_done = threading.Event()
         self.trainer_factory = None  # tests may substitute; default napari_volmicro.encode.Trainer
@@ -164,6 +169,7 @@ class CompressWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m steps")
         self.eta_label = QLabel("")
+        self.eta_label.setWordWrap(True)  # a longer line must not widen the dock (and resize the canvas)
         self.plot = LossPlot()
         self.summary_label = QLabel("")
         self.summary_label.setWordWrap(True)
@@ -288,6 +294,7 @@ class CompressWidget(QWidget):
             snapshot_every_s=self.snapshot_every_s,
             cancel=self._cancel,
             finished=self.thread_done,
+            nice=self.training_nice,
             _start_thread=False,
             _connect={"errored": self._on_error},  # handled here, so napari does not also re-raise it
         )
@@ -416,10 +423,11 @@ class CompressWidget(QWidget):
             pass
 
     def _show_model(self, gv, recon, step, features=None):
-        """Show a model: the reconstruction now, the points on the next event-loop turn.
+        """Show a model: the reconstruction now, the points ``points_delay_ms`` later.
 
-        Splitting the two keeps each main-thread pause short; the feature table
-        was computed in the worker.
+        Each update costs napari a redraw (~40-60 ms with software OpenGL);
+        apart, each pause stays short where together they would add up. The
+        feature table was computed in the worker.
         """
         from qtpy.QtCore import QTimer
 
@@ -433,12 +441,12 @@ class CompressWidget(QWidget):
                 layer.scale = rscale
             layer.data = recon
         self._pending_points = (gv, features)
-        QTimer.singleShot(0, self._show_points)
+        QTimer.singleShot(self.points_delay_ms, self._show_points)
 
     def _show_points(self):
-        """Move the centres now and refresh their features, sizes and colours on the next turn.
+        """Move the pending model's centres now; its sizes, colours and features ``points_delay_ms`` later.
 
-        Each half costs napari ~30-50 ms on this CPU; together they would be one long pause.
+        Each half costs napari ~20-40 ms and a redraw; apart, neither pause is long.
         """
         from qtpy.QtCore import QTimer
 
@@ -447,12 +455,10 @@ class CompressWidget(QWidget):
             return  # (a layer still being added picks the pending model up)
         gv, features = self._pending_points
         self._pending_points = None
-        if len(layer.data) == gv.n_gaussians and gv.n_gaussians:
-            layer.data = gv.centers.astype(np.float64)
-            self._pending_features = (gv, features)
-            QTimer.singleShot(0, self._show_features)
-        else:  # the count changed: napari would pad the old features first; do it in one go
-            update_points_layer(layer, gv, features=features)
+        layer.data = gv.centers.astype(np.float64)
+        self._points_model = gv
+        self._pending_features = (gv, features)
+        QTimer.singleShot(self.points_delay_ms, self._show_features)
 
     def _show_features(self):
         pending, self._pending_features = self._pending_features, None
@@ -460,7 +466,7 @@ class CompressWidget(QWidget):
         if pending is None or layer is None or layer not in self.viewer.layers:
             return
         gv, features = pending
-        if len(layer.data) != gv.n_gaussians:  # a newer model arrived in between
+        if gv is not self._points_model:  # a newer model's centres arrived in between
             return
         update_points_layer(layer, gv, features=features, data=False)
 

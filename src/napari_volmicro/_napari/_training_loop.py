@@ -10,6 +10,9 @@ summary. Everything heavy (training, decoding, metrics) happens in the worker.
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -72,6 +75,29 @@ def decode_preview(gv, max_voxels: int, evaluator: str | None = None):
     return gv.decode(region, evaluator=evaluator or dense_evaluator_name()), step
 
 
+def lower_thread_priority(nice: int = 10) -> bool:
+    """Let the calling thread yield the CPU to the GUI: set its nice value to ``nice`` (Linux).
+
+    On Linux priorities are per thread, and threads started later by this one
+    (numba's and torch's OpenMP pools) inherit it, so training and decoding
+    threads give way to napari's main thread and to Mesa's software
+    rasteriser when the machine has no cores to spare; on an idle machine the
+    training runs as fast as before. Unprivileged processes cannot raise a
+    priority again, so a pooled thread keeps the lower one for later (background)
+    jobs. Elsewhere, or if refused, nothing happens. Returns whether it was set.
+    """
+    if not sys.platform.startswith("linux") or nice <= 0:
+        return False
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) >= nice:
+            return True
+        os.setpriority(os.PRIO_PROCESS, tid, min(int(nice), 19))
+        return True
+    except OSError:
+        return False
+
+
 def training_updates(
     trainer,
     volume: np.ndarray,
@@ -82,6 +108,7 @@ def training_updates(
     summary: bool = True,
     cancel=None,
     finished=None,
+    nice: int | None = None,
 ):
     """Generator of ``Update``s for a GUI; returns a ``Result`` (see module docstring).
 
@@ -90,7 +117,10 @@ def training_updates(
     loop ends after the trainer's last snapshot without decoding or scoring, and
     returns None. finished: optional ``threading.Event`` set when this generator
     ends for any reason, so a closing GUI can wait for the thread without an event loop.
+    nice: lower the running thread's priority to this nice value first (``lower_thread_priority``).
     """
+    if nice is not None:
+        lower_thread_priority(nice)
     try:
         result = yield from _updates(trainer, volume, throttle_s, snapshot_every_s, preview_voxels, summary, cancel)
     finally:
