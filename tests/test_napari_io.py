@@ -119,6 +119,8 @@ def test_sample_model_opens_and_matches_the_sample_volume(viewer_factory, qtbot)
     image, points = viewer.layers
     gv = image.metadata["volmicro_model"]
     assert gv.shape == (50, 256, 256) and len(points.data) == gv.n_gaussians
+    # the Z slider covers the volume's planes, not the Points layer's size-padded extent
+    assert viewer.dims.range[0].start == 0 and viewer.dims.nsteps[0] == 50
     # the model really is the sample stack: one decoded slice is close to it
     stack = purkinje_volume()[0][0]
     z = 25

@@ -546,8 +546,14 @@ def _dist2(g, i, z, y, x):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _knn_member(g, i, z, y, x, e2, rv, rlo, rup, cstart, cend, cidx, q, k):
-    """1 if Gaussian ``i`` is among the K nearest centres of (z, y, x), 0 if not, -1 if undecidable without candidates."""
+def _knn_member(g, i, z, y, x, e2, rv, rlo, rup, cstart, cend, cidx, cdist, q, k):
+    """1 if Gaussian ``i`` is among the K nearest centres of (z, y, x), 0 if not, -1 if undecidable without candidates.
+
+    ``cidx[cstart[q]:cend[q]]``: query ``q``'s candidates sorted by ``cdist``, their
+    distance to the query point, which lies ``rv`` from (z, y, x). A candidate with
+    ``cdist + rv`` below ``e = sqrt(e2)`` is certainly nearer than ``i`` and one with
+    ``cdist - rv`` above it certainly farther; only those in between are compared.
+    """
     # Both shortcuts are widened by a relative 1e-9 so rounding cannot decide
     # a boundary case (e.g. the K-th neighbour itself at exactly ``rup``).
     t = rlo * (1.0 - 1e-9) - rv
@@ -558,8 +564,24 @@ def _knn_member(g, i, z, y, x, e2, rv, rlo, rup, cstart, cend, cidx, q, k):
         return 0
     if cstart[q] < 0:
         return -1
-    rank = 0
-    for j in range(cstart[q], cend[q]):
+    e = math.sqrt(e2)
+    slack = 1e-9 * (e + rv) + 1e-12
+    # candidates [c0, j0) are certainly nearer: binary search for the first that is not
+    c0, j0, hi = cstart[q], cstart[q], cend[q]
+    near = e - rv - slack
+    while j0 < hi:
+        mid = (j0 + hi) // 2
+        if cdist[mid] < near:
+            j0 = mid + 1
+        else:
+            hi = mid
+    rank = j0 - c0
+    if rank >= k:
+        return 0
+    far = e + rv + slack
+    for j in range(j0, cend[q]):
+        if cdist[j] > far:
+            break
         c = cidx[j]
         d2 = _dist2(g, c, z, y, x)
         if d2 < e2 or (d2 == e2 and c < i):
@@ -567,6 +589,18 @@ def _knn_member(g, i, z, y, x, e2, rv, rlo, rup, cstart, cend, cidx, q, k):
             if rank >= k:
                 return 0
     return 1
+
+
+@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
+def sort_segments(cstart, cend, idx, key):
+    """Sort each segment ``[cstart[q], cend[q])`` of ``idx`` and ``key`` by ``key``, in place (cstart < 0: none)."""
+    for q in prange(len(cstart)):
+        a, b = cstart[q], cend[q]
+        if a < 0 or b - a < 2:
+            continue
+        o = np.argsort(key[a:b])
+        idx[a:b] = idx[a:b][o]
+        key[a:b] = key[a:b][o]
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
@@ -588,11 +622,12 @@ def knn_upper_radius(g, queries, nn):
 
 
 @njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def knn_points(g, points, which, origin, cell, ncell, ptr, idx, rlo, rup, cstart, cend, cidx, k, out, undecided):
+def knn_points(g, points, which, origin, cell, ncell, ptr, idx, rlo, rup, cstart, cend, cidx, cdist, k, out, undecided):
     """K-nearest 3-sigma sum at ``points[which]`` into ``out`` (float64, model units).
 
     Coverage comes from the cell lists (``bin_boxes``); ``rlo``/``rup``: bounds
-    of each point's K-th neighbour distance; ``cidx[cstart[p]:cend[p]]``: the point's
+    of each point's K-th neighbour distance; ``cidx[cstart[p]:cend[p]]`` (sorted by
+    their distance ``cdist`` to the point): the point's
     candidates (``cstart[p] < 0``: none). Points that need candidates they
     lack get ``undecided[p] = True`` (their value is then incomplete).
     """
@@ -613,7 +648,9 @@ def knn_points(g, points, which, origin, cell, ncell, ptr, idx, rlo, rup, cstart
                 d2 = mahalanobis2(g, i, z - g[i, CZ], y - g[i, CY], x - g[i, CX])
                 if d2 > CUTOFF_D2:
                     continue
-                mem = _knn_member(g, i, z, y, x, _dist2(g, i, z, y, x), 0.0, rlo[p], rup[p], cstart, cend, cidx, p, k)
+                mem = _knn_member(
+                    g, i, z, y, x, _dist2(g, i, z, y, x), 0.0, rlo[p], rup[p], cstart, cend, cidx, cdist, p, k
+                )
                 if mem < 0:
                     undecided[p] = True
                 elif mem == 1:
@@ -642,7 +679,7 @@ def _box_dist(c, lo, hi):
 
 @njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def knn_tiles(
-    g, tiles, tsize, start, step, ptr, idx, rlo, rup, cstart, cend, cidx, k,
+    g, tiles, tsize, start, step, ptr, idx, rlo, rup, cstart, cend, cidx, cdist, k,
     field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out, undecided,
 ):
     """K-nearest 3-sigma sum on the listed tiles of ``out`` (nz, ny, nx), converted like ``dense_decode``.
@@ -651,7 +688,8 @@ def knn_tiles(
     ``tsize * (tz, ty, tx) + [0, tsize)`` (cut by the region's end);
     ``ptr``/``idx``: the Gaussians whose 3-sigma box meets each tile
     (``bin_boxes``); ``rlo``/``rup``: bounds of the K-th neighbour distance of
-    each tile centre; ``cidx[cstart[q]:cend[q]]``: the tile's candidates
+    each tile centre; ``cidx[cstart[q]:cend[q]]``: the tile's candidates, sorted by
+    ``cdist`` (their distance to the tile centre)
     (``cstart[q] < 0``: none). Whole-tile decisions are taken from box distances; only Gaussians
     near the K-th neighbour shell are tested voxel by voxel. Tiles that need
     candidates they lack are flagged in ``undecided`` (their output is then
@@ -714,7 +752,9 @@ def knn_tiles(
                         if d2 > CUTOFF_D2:
                             continue
                         rv = math.sqrt((z - t[0]) ** 2 + (y - t[1]) ** 2 + (x - t[2]) ** 2)
-                        mem = _knn_member(g, i, z, y, x, _dist2(g, i, z, y, x), rv, r_lo, r_up, cstart, cend, cidx, q, k)
+                        mem = _knn_member(
+                            g, i, z, y, x, _dist2(g, i, z, y, x), rv, r_lo, r_up, cstart, cend, cidx, cdist, q, k
+                        )
                         if mem < 0:
                             undecided[q] = True
                         elif mem == 1:

@@ -170,19 +170,20 @@ class Neighbours:
     def candidates(self, queries: np.ndarray, which: np.ndarray, radius: np.ndarray, k: int):
         """For ``queries[which]``: every centre within ``radius`` (float64, voxels) of it, and possibly more.
 
-        Returns ``(cstart, cend, cidx)`` over all queries; queries not in
-        ``which`` get ``cstart = -1``. The queries are grouped into cubes;
-        each group is answered by one faiss range search (radius: the
-        group's largest, widened by the float32 error bound) on the centres
-        near it, then each query keeps the centres within its own radius
-        (widened the same way).
+        Returns ``(cstart, cend, cidx, cdist)`` over all queries: query ``q``'s
+        candidates are ``cidx[cstart[q]:cend[q]]``, sorted by ``cdist``, their
+        float64 distance to it; queries not in ``which`` get ``cstart = -1``.
+        The queries are grouped into cubes; each group is answered by one faiss
+        range search (radius: the group's largest, widened by the float32 error
+        bound) on the centres near it, then each query keeps the centres within
+        its own radius (widened the same way).
         """
         cstart = np.full(len(queries), -1, np.int64)
         cend = np.zeros(len(queries), np.int64)
         which = np.asarray(which, np.int64)
         rad = np.asarray(radius, np.float64)
         if len(which) == 0:
-            return cstart, cend, np.zeros(0, np.int64)
+            return cstart, cend, np.zeros(0, np.int64), np.zeros(0, np.float64)
         side = 2.0 * max(self._margin(k), float(np.median(rad)))
         chunks, counts, order = [], [], []
         for sel in _cube_groups(queries[which], side):
@@ -191,9 +192,9 @@ class Neighbours:
             margin = float(r.max()) * (1.0 + 1e-9) + 1e-6
             lo, hi = q.min(axis=0) - margin, q.max(axis=0) + margin
             sub = np.flatnonzero(np.all((self.centres >= lo) & (self.centres <= hi), axis=1))
+            order.append(t)
             if len(sub) == 0:
                 counts.append(np.zeros(len(t), np.int64))
-                order.append(t)
                 continue
             q32 = np.ascontiguousarray(q - self.shift, np.float32)
             eps = _FAISS_REL_ERR * ((q32.astype(np.float64) ** 2).sum(axis=1) + self.cmax2) + 1e-9
@@ -203,16 +204,20 @@ class Neighbours:
                 lims, d, i = index.range_search(q32, float(keep2.max()) * (1.0 + 1e-6))
             row = np.repeat(np.arange(len(t)), np.diff(lims.astype(np.int64)))
             kept = d <= keep2[row]
-            chunks.append(sub[i[kept].astype(np.int64)])
+            chunks.append((t[row[kept]], sub[i[kept].astype(np.int64)]))
             counts.append(np.bincount(row[kept], minlength=len(t)))
-            order.append(t)
         order = np.concatenate(order)
         counts = np.concatenate(counts)
         ends = np.cumsum(counts)
         cstart[order] = ends - counts
         cend[order] = ends
-        cidx = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
-        return cstart, cend, np.ascontiguousarray(cidx, np.int64)
+        if not chunks:
+            return cstart, cend, np.zeros(0, np.int64), np.zeros(0, np.float64)
+        qi = np.concatenate([a for a, _ in chunks])  # query of each pair, already grouped as ``order``
+        ci = np.concatenate([b for _, b in chunks])
+        dist = np.sqrt(((self.centres[ci] - queries[qi]) ** 2).sum(axis=1))
+        K.sort_segments(cstart, cend, ci, dist)  # nearest first within each query's candidates
+        return cstart, cend, ci, dist
 
 
 def _cube_groups(points: np.ndarray, side: float) -> list[np.ndarray]:
@@ -225,7 +230,7 @@ def _cube_groups(points: np.ndarray, side: float) -> list[np.ndarray]:
 
 
 def _no_candidates(m: int):
-    return np.full(m, -1, np.int64), np.zeros(m, np.int64), np.zeros(0, np.int64)
+    return np.full(m, -1, np.int64), np.zeros(m, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
 
 
 def knn_sum_points(g: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
