@@ -58,6 +58,14 @@ _FAISS_REL_ERR = 2e-6
 #: (measured: 2x the CPU time, and worse on a loaded machine).
 _FAISS_PARALLEL_PAIRS = 50_000_000
 
+#: Up to this many query-centre pairs (about 20 ms of faiss on one core), all
+#: queries are answered by one faiss call against every centre instead of by cube
+#: groups against local subsets. Fewer, larger calls: each call releases the GIL,
+#: and in a GUI every re-acquisition can wait out the main thread's switch
+#: interval (measured in napari: the grouped neighbour bounds of one 256 x 256
+#: slice of the 2,364-Gaussian sample took 85-105 ms there, 22 ms in a script).
+_ONE_SEARCH_PAIRS = 2_500_000
+
 _gpu_resources = None
 
 
@@ -148,8 +156,12 @@ class Neighbours:
         """
         rlo = np.empty(len(queries))
         rup = np.empty(len(queries))
-        margin = self._margin(k)
-        for todo in _cube_groups(queries, 2.0 * margin):
+        if len(queries) * self.n <= _ONE_SEARCH_PAIRS:
+            groups, margin = [np.arange(len(queries))], np.inf
+        else:
+            margin = self._margin(k)
+            groups = _cube_groups(queries, 2.0 * margin)
+        for todo in groups:
             self._bounds_group(queries, todo, k, margin, rlo, rup)
         return rlo, rup
 
@@ -184,9 +196,12 @@ class Neighbours:
         rad = np.asarray(radius, np.float64)
         if len(which) == 0:
             return cstart, cend, np.zeros(0, np.int64), np.zeros(0, np.float64)
-        side = 2.0 * max(self._margin(k), float(np.median(rad)))
+        if len(which) * self.n <= _ONE_SEARCH_PAIRS:
+            groups = [np.arange(len(which))]
+        else:
+            groups = _cube_groups(queries[which], 2.0 * max(self._margin(k), float(np.median(rad))))
         chunks, counts, order = [], [], []
-        for sel in _cube_groups(queries[which], side):
+        for sel in groups:
             t, r = which[sel], rad[sel]
             q = queries[t]
             margin = float(r.max()) * (1.0 + 1e-9) + 1e-6
