@@ -39,6 +39,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -449,9 +450,13 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
             }
             todo.append((b, job))
 
+        # A key unique to this run: a resumed run must not reuse the key of a task the
+        # crashed run cancelled (the scheduler may apply that cancel to the new task).
+        run = uuid.uuid4().hex[:8]
+
         def submit(b, job):
             return client.submit(encode_brick_task, vol_future, grid, b, job, pure=False,
-                                 key=f"volmicro-brick-{b.index}-{staging.hash[:12]}")
+                                 key=f"volmicro-brick-{b.index}-{staging.hash[:12]}-{run}")
 
         # no more bricks in flight than worker threads, so a stop lets only those finish
         window = len(todo) if stop is None else max(1, _worker_threads(client))
