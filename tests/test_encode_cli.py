@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 
 DATA = Path(__file__).parent / "data"
@@ -76,3 +77,22 @@ def test_ctrl_c_leaves_no_output(tmp_path):
     assert proc.returncode == 130
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["crop.npy"]  # no temp files left either
+
+
+def test_first_ctrl_c_is_deferred_to_a_safe_point_and_a_second_one_is_not():
+    """In the main thread the first SIGINT is only recorded (check() raises it); a second raises at once."""
+    import os
+
+    from napari_volmicro.cli._interrupt import deferred_interrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with deferred_interrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs: nothing is raised here
+        assert interrupt.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+    assert signal.getsignal(signal.SIGINT) is before

@@ -16,6 +16,7 @@ import sys
 import time
 
 from ..errors import InputError
+from ._interrupt import deferred_interrupt
 
 
 def register(subparsers) -> None:
@@ -78,14 +79,19 @@ class _Progress:
         self.bar.close()
 
 
-def run_with_progress(trainer, enabled: bool = True):
-    """Run ``trainer`` to the end with a progress bar; returns (last snapshot, seconds)."""
+def run_with_progress(trainer, enabled: bool = True, interrupt=None):
+    """Run ``trainer`` to the end with a progress bar; returns (last snapshot, seconds).
+
+    interrupt: an ``Interrupt`` checked after every step (Ctrl-C ends the run there).
+    """
     bar = _Progress(trainer.total_steps, enabled=enabled)
     t0 = time.perf_counter()
     snap = None
     try:
         for snap in trainer.run():
             bar(snap)
+            if interrupt is not None:
+                interrupt.check()
     finally:
         bar.close()
     return snap, time.perf_counter() - t0
@@ -103,9 +109,12 @@ def compress_file(input_path, output_path, *, bpp=None, ratio=None, gaussians=No
         raise InputError(f"output {output_path} looks like a volume file; the model is written as .vmg")
     array, spacing = read_volume(input_path)
     volume = check_volume(array, source=str(input_path))
-    trainer = Trainer(volume, spacing, bpp=bpp, ratio=ratio, gaussians=gaussians, preset=preset, steps=steps,
-                      seed=seed, device=device, **options)
-    snap, seconds = run_with_progress(trainer, enabled=progress)
+    with deferred_interrupt() as interrupt:  # Ctrl-C ends at a step, never inside the JIT compiler
+        trainer = Trainer(volume, spacing, bpp=bpp, ratio=ratio, gaussians=gaussians, preset=preset,
+                          steps=steps, seed=seed, device=device, **options)
+        interrupt.check()
+        snap, seconds = run_with_progress(trainer, enabled=progress, interrupt=interrupt)
+        interrupt.check()
     gv = trainer.result
     path = save(gv, output_path)
     stored = load(path)

@@ -37,6 +37,7 @@ def run(args) -> int:
     from ..container import save
     from ..encode import Trainer
     from ..volume_io import check_volume, read_volume
+    from ._interrupt import deferred_interrupt
     from .compress import run_with_progress
 
     with resources.as_file(sample_path()) as src:
@@ -44,8 +45,10 @@ def run(args) -> int:
     volume = check_volume(array, source=SAMPLE)
     print(f"sample: {SAMPLE}, {volume.shape[0]} x {volume.shape[1]} x {volume.shape[2]} voxels (Z, Y, X), "
           f"{volume.dtype}, {volume.nbytes} bytes")
-    trainer = Trainer(volume, spacing, bpp=0.073, steps=args.steps)
-    snap, encode_s = run_with_progress(trainer)
+    with deferred_interrupt() as interrupt:  # Ctrl-C ends at a step, never inside the JIT compiler
+        trainer = Trainer(volume, spacing, bpp=0.073, steps=args.steps)
+        snap, encode_s = run_with_progress(trainer, interrupt=interrupt)
+        interrupt.check()
     path = save(trainer.result, args.output)
     gv = load(path)
     gv.decode((slice(0, 1), slice(None), slice(None)))  # warm-up: compile the decoder
