@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 
 class Interrupt:
+    """Whether Ctrl-C was pressed inside ``deferred_interrupt()``; ``check()`` acts on it."""
+
     def __init__(self):
         self.requested = False
 

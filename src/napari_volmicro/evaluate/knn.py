@@ -13,15 +13,17 @@ bounds (widened by a bound on their rounding error), and every decision that
 is not settled by those bounds is taken on exact float64 distances, so the
 result does not depend on faiss's rounding or tie order.
 
-- Searches are local: queries are grouped into cubes and each group is
-  searched against only the centres within a margin of it (the margin grows
-  for any query whose answer could reach past it), and small searches run
-  faiss on one thread (its OpenMP overhead dominates them).
+- Searches are local when they are large: queries are grouped into cubes and
+  each group is searched against only the centres within a margin of it (the
+  margin grows for any query whose answer could reach past it). Up to
+  ``_ONE_SEARCH_PAIRS`` query-centre pairs they are one faiss call against
+  every centre. Small searches run faiss on one thread (its OpenMP overhead
+  dominates them).
 - Points: a faiss search gives each point's K-th neighbour distance bounds
   ``rlo <= r_K <= rup``. A covering Gaussian (d^2 <= 9, found through a coarse
   cell grid of 3-sigma boxes) closer than ``rlo`` is a neighbour, one farther
   than ``rup`` is not; in between (rare) its exact rank is counted among the
-  point's candidates (a second, wider faiss search covering radius ``rup``).
+  point's candidates (a faiss range search of radius ``rup``).
 - Regions: the grid is cut into tiles of 8^3 output voxels. One faiss search
   for the tile centres gives ``rlo``/``rup`` per tile; a voxel at distance
   ``rv`` from its tile centre has its K-th neighbour within
@@ -30,8 +32,10 @@ result does not depend on faiss's rounding or tie order.
   settled for the whole tile are splatted like the dense decoder; the rest are
   tested voxel by voxel, counting exact ranks among the tile's candidates
   (every centre within ``rup + 2 h`` of the tile centre, h = tile
-  half-diagonal, gathered by a wider faiss search only for the tiles that
-  need it). No search is ever done per voxel against all Gaussians.
+  half-diagonal, gathered by a faiss range search only for the tiles that
+  need it, sorted by distance to the tile centre so a count compares only
+  those that could be on either side). No search is ever done per voxel
+  against all Gaussians.
 
 There is no approximation beyond float64 rounding of distances: the result
 is the K-nearest sum as defined above.
@@ -128,7 +132,13 @@ class Neighbours:
         """Initial margin: about the radius holding 2 k centres at the mean density."""
         return float((3.0 * 2 * k / (4.0 * np.pi * self.density)) ** (1.0 / 3.0)) + 1.0
 
-    def _local(self, queries: np.ndarray, margin: float):
+    def _groups(self, queries: np.ndarray, side: float) -> list[np.ndarray]:
+        """Query indices in cubes of edge ``side``, or all in one group if that search is small."""
+        if len(queries) * self.n <= _ONE_SEARCH_PAIRS:
+            return [np.arange(len(queries))]
+        return _cube_groups(queries, side)
+
+    def _local(self, queries: np.ndarray, margin: float, gpu: bool = True):
         """(global indices of the centres in the box, faiss index on them, per-query distance to the box faces)."""
         lo = queries.min(axis=0) - margin
         hi = queries.max(axis=0) + margin
@@ -138,29 +148,33 @@ class Neighbours:
             ext = np.full(len(queries), np.inf)
         else:
             ext = np.minimum(queries - lo, hi - queries).min(axis=1)
-        return sub, make_index(self.c32[sub]) if len(sub) else None, ext
+        return sub, make_index(self.c32[sub], gpu=gpu) if len(sub) else None, ext
+
+    def _query32(self, queries: np.ndarray):
+        """Queries as faiss sees them (shifted, float32) and a bound on faiss's squared-distance error for each."""
+        q32 = np.ascontiguousarray(queries - self.shift, np.float32)
+        eps = _FAISS_REL_ERR * ((q32.astype(np.float64) ** 2).sum(axis=1) + self.cmax2) + 1e-9
+        return q32, eps
 
     def _search(self, index, sub, queries: np.ndarray, k: int):
-        q32 = np.ascontiguousarray(queries - self.shift, np.float32)
+        q32, eps = self._query32(queries)
         with _faiss_threads(1 if len(q32) * len(sub) < _FAISS_PARALLEL_PAIRS else None):
             d, i = index.search(q32, k)
-        eps = _FAISS_REL_ERR * ((q32.astype(np.float64) ** 2).sum(axis=1) + self.cmax2) + 1e-9
         return d.astype(np.float64), sub[i.astype(np.int64)], eps
 
     def bounds(self, queries: np.ndarray, k: int):
         """Lower and upper bounds (float64, voxels) of each query's K-th nearest centre distance (k < N).
 
-        Queries are grouped into cubes about two margins wide, each searched
-        against the centres near it only (search cost grows with the centres
-        in the local index).
+        Large searches: queries are grouped into cubes about two margins wide,
+        each searched against the centres near it only (search cost grows with
+        the centres in the local index); small ones search every centre at once.
         """
         rlo = np.empty(len(queries))
         rup = np.empty(len(queries))
-        if len(queries) * self.n <= _ONE_SEARCH_PAIRS:
-            groups, margin = [np.arange(len(queries))], np.inf
-        else:
-            margin = self._margin(k)
-            groups = _cube_groups(queries, 2.0 * margin)
+        margin = self._margin(k)
+        groups = self._groups(queries, 2.0 * margin)
+        if len(groups) == 1:
+            margin = np.inf  # every centre: no query can reach past the box
         for todo in groups:
             self._bounds_group(queries, todo, k, margin, rlo, rup)
         return rlo, rup
@@ -196,25 +210,17 @@ class Neighbours:
         rad = np.asarray(radius, np.float64)
         if len(which) == 0:
             return cstart, cend, np.zeros(0, np.int64), np.zeros(0, np.float64)
-        if len(which) * self.n <= _ONE_SEARCH_PAIRS:
-            groups = [np.arange(len(which))]
-        else:
-            groups = _cube_groups(queries[which], 2.0 * max(self._margin(k), float(np.median(rad))))
         chunks, counts, order = [], [], []
-        for sel in groups:
+        for sel in self._groups(queries[which], 2.0 * max(self._margin(k), float(np.median(rad)))):
             t, r = which[sel], rad[sel]
             q = queries[t]
-            margin = float(r.max()) * (1.0 + 1e-9) + 1e-6
-            lo, hi = q.min(axis=0) - margin, q.max(axis=0) + margin
-            sub = np.flatnonzero(np.all((self.centres >= lo) & (self.centres <= hi), axis=1))
+            sub, index, _ = self._local(q, float(r.max()) * (1.0 + 1e-9) + 1e-6, gpu=False)
             order.append(t)
             if len(sub) == 0:
                 counts.append(np.zeros(len(t), np.int64))
                 continue
-            q32 = np.ascontiguousarray(q - self.shift, np.float32)
-            eps = _FAISS_REL_ERR * ((q32.astype(np.float64) ** 2).sum(axis=1) + self.cmax2) + 1e-9
+            q32, eps = self._query32(q)
             keep2 = r**2 + eps
-            index = make_index(self.c32[sub], gpu=False)
             with _faiss_threads(1 if len(q32) * len(sub) < _FAISS_PARALLEL_PAIRS else None):
                 lims, d, i = index.range_search(q32, float(keep2.max()) * (1.0 + 1e-6))
             row = np.repeat(np.arange(len(t)), np.diff(lims.astype(np.int64)))
