@@ -143,7 +143,6 @@ class CompressWidget(QWidget):
         self._close_watcher = None
         self._pending_points = None
         self._pending_features = None
-        self._points_model = None  # the model whose centres the Points layer holds
         self._cancel = threading.Event()
         self.thread_done = threading.Event()
         self.trainer_factory = None  # tests may substitute; default napari_volmicro.encode.Trainer
@@ -456,8 +455,7 @@ class CompressWidget(QWidget):
         gv, features = self._pending_points
         self._pending_points = None
         layer.data = gv.centers.astype(np.float64)
-        self._points_model = gv
-        self._pending_features = (gv, features)
+        self._pending_features = (gv, features)  # replaces an older model's: always the shown centres' model
         QTimer.singleShot(self.points_delay_ms, self._show_features)
 
     def _show_features(self):
@@ -466,8 +464,6 @@ class CompressWidget(QWidget):
         if pending is None or layer is None or layer not in self.viewer.layers:
             return
         gv, features = pending
-        if gv is not self._points_model:  # a newer model's centres arrived in between
-            return
         update_points_layer(layer, gv, features=features, data=False)
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -79,10 +79,10 @@ def lower_thread_priority(nice: int = 10) -> bool:
     """Let the calling thread yield the CPU to the GUI: set its nice value to ``nice`` (Linux).
 
     On Linux priorities are per thread, and threads started later by this one
-    (numba's and torch's OpenMP pools) inherit it, so training and decoding
-    threads give way to napari's main thread and to Mesa's software
-    rasteriser when the machine has no cores to spare; on an idle machine the
-    training runs as fast as before. Unprivileged processes cannot raise a
+    (numba's and torch's OpenMP pools) inherit it, so the training threads give
+    way to napari's main thread and to Mesa's software rasteriser when the
+    machine has no cores to spare; on an idle machine the training runs as
+    fast as before. Unprivileged processes cannot raise a
     priority again, so a pooled thread keeps the lower one for later (background)
     jobs. Elsewhere, or if refused, nothing happens. Returns whether it was set.
     """
