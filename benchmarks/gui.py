@@ -87,6 +87,10 @@ class Heartbeat:
         self._last = None
         self.timer.start()
 
+    def reset(self):
+        """Measure the next gap from now (not from the last tick)."""
+        self._last = time.perf_counter()
+
     def stop(self):
         self.timer.stop()
 
@@ -138,7 +142,11 @@ def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s
     handler_ms = {}
     events = []  # (start, end, name): our handlers and canvas draws, to explain the longest gaps
     scene = viewer.window._qt_viewer.canvas._scene_canvas  # private: only to time draws
-    scene.events.draw.connect(lambda e: events.append((time.perf_counter(), time.perf_counter(), "draw")))
+    draw_start = [0.0]
+    scene.events.draw.connect(lambda e: draw_start.__setitem__(0, time.perf_counter()), position="first")
+    scene.events.draw.connect(
+        lambda e: events.append((draw_start[0], time.perf_counter(), "draw")), position="last"
+    )  # vispy's part of a frame; Qt's composition of the window follows it
     scene.events.resize.connect(lambda e: events.append((time.perf_counter(), time.perf_counter(), "canvas resize")))
     def timed(name):
         orig = getattr(widget, name)
@@ -153,13 +161,17 @@ def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s
 
         return call
 
-    for name in ("_on_update", "_show_model", "_show_points", "_show_features", "_add_points_layer", "_on_result"):
-        setattr(widget, name, timed(name))
+    for name in (
+        "_on_update", "_show_model", "_show_points", "_show_features", "_add_points_layer", "_start_worker", "_on_result"
+    ):
+        if hasattr(widget, name):
+            setattr(widget, name, timed(name))
     hb = Heartbeat()
     hb.start()
     t0 = time.perf_counter()
     widget.start()
     start_call_ms = (time.perf_counter() - t0) * 1000
+    hb.reset()  # the Start click is reported on its own; what follows it (in the same turn too) counts
     updates = [0]
     widget.worker.yielded.connect(lambda u: updates.__setitem__(0, updates[0] + 1))
     _wait_until(lambda: widget.worker is None or time.perf_counter() - t0 >= seconds, timeout=seconds + 1, poll_ms=5)
@@ -169,27 +181,59 @@ def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s
         while widget.worker is not None:
             app.processEvents()
             time.sleep(0.005)
-    gaps = np.asarray(hb.gaps)
+    # the widget adds its output layers first and starts training once they are drawn:
+    # pauses up to then are the (one-off) set-up, the rest happen while training runs
+    t_train = min((a for a, _, name in events if name == "_start_worker"), default=t0)
+    ends = np.asarray(hb.ends)
+    all_gaps = np.asarray(hb.gaps)
+    setup = all_gaps[ends <= t_train]
+    gaps = all_gaps[ends > t_train]
     steps_done = widget.progress.value()
     print(
-        f"training stall: volume {volume.shape}, {time.perf_counter() - t0:.0f} s, {steps_done} steps, "
-        f"{updates[0]} GUI updates; Start click {start_call_ms:.0f} ms; heartbeat gaps: "
+        f"Start -> training begins: {1000 * (t_train - t0):.0f} ms (Start click {start_call_ms:.0f} ms, then "
+        f"the Gaussians layer is added and drawn); longest pause after the click "
+        f"{setup.max() if setup.size else 0:.0f} ms"
+    )
+    print(
+        f"training stall: volume {volume.shape}, {time.perf_counter() - t_train:.0f} s, {steps_done} steps, "
+        f"{updates[0]} GUI updates; heartbeat gaps: "
         f"max {gaps.max():.0f} ms, p99 {np.percentile(gaps, 99):.0f} ms, median {np.median(gaps):.1f} ms "
         f"({'OK' if gaps.max() <= 100 else 'OVER'} target 100 ms)"
     )
-    print("  five longest gaps (ms) and what ran in them (ms from the gap's start):")
-    for j in np.argsort(gaps)[-5:][::-1]:
+    print("  six longest gaps (ms) and what ran in them (ms from the gap's start):")
+    for j in np.argsort(all_gaps)[-6:][::-1]:
         end = hb.ends[j]
-        start = end - gaps[j] / 1000
+        start = end - all_gaps[j] / 1000
         inside = [
             f"{name} {1000 * (a - start):.0f}" + (f"-{1000 * (b - start):.0f}" if b > a + 5e-4 else "")
             for a, b, name in sorted(events) if b >= start and a <= end
         ]
-        print(f"    {gaps[j]:.0f} at {start - t0:.1f} s: {', '.join(inside) or 'none of ours, no draw'}")
+        phase = "set-up" if end <= t_train else "training"
+        print(f"    {all_gaps[j]:.0f} at {start - t0:.1f} s ({phase}): {', '.join(inside) or 'none of ours, no draw'}")
     print("  main-thread handlers (ms, max / median / calls): " + "; ".join(
         f"{k} {max(v):.0f} / {statistics.median(v):.0f} / {len(v)}" for k, v in handler_ms.items()))
+    floor = redraw_floor(app, viewer.layers["purkinje"])
+    print(
+        f"  for scale, after training (same window and layers, no training, none of our code): one napari "
+        f"refresh + redraw pauses {np.median(floor):.0f} ms median, {max(floor):.0f} max over {len(floor)}"
+    )
     viewer.close()
     return gaps.max()
+
+
+def redraw_floor(app, layer, n=12):
+    """Heartbeat gaps (ms) around ``layer.refresh()``: napari's re-slice and one canvas redraw, nothing of ours."""
+    gaps = []
+    hb = Heartbeat()
+    hb.start()
+    for _ in range(n):
+        _pump(app, 0.25)
+        k = len(hb.gaps)
+        layer.refresh()
+        _pump(app, 0.25)
+        gaps.append(max(hb.gaps[k:]))
+    hb.stop()
+    return gaps
 
 
 def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int):

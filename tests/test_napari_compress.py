@@ -48,6 +48,8 @@ def _record_threads(viewer, seen):
     )
 
 
+# napari's plugin proxy turns private-attribute access into a FutureWarning (shown to users): none of ours
+@pytest.mark.filterwarnings("error:Private attribute access:FutureWarning")
 def test_training_runs_to_completion(make_napari_viewer_proxy, viewer_factory, bead_crop, qtbot):
     viewer = make_napari_viewer_proxy(ensure_main_thread=True)  # setting attributes off-thread raises
     seen = []
@@ -69,10 +71,18 @@ def test_training_runs_to_completion(make_napari_viewer_proxy, viewer_factory, b
         np.testing.assert_allclose(lyr.scale, SCALE)
         np.testing.assert_allclose(lyr.translate, TRANSLATE)
     assert recon.data.shape == bead_crop.shape
+    # the last snapshot was copied into the layer's own buffer; the final (stored) model's decode replaced it
+    np.testing.assert_array_equal(recon.data, widget.result.recon)
+    assert recon.data is not widget.result.recon
     # the centres follow the reconstruction a moment later (each update is its own redraw)
     def shows_model():
         amp = points.features.get("amplitude")
-        return len(points.data) == gv.n_gaussians and amp is not None and np.isfinite(amp).all()
+        return (
+            len(points.data) == gv.n_gaussians
+            and np.allclose(points.data, gv.centers, rtol=1e-6)
+            and amp is not None
+            and np.allclose(amp, gv.amplitudes, rtol=1e-6)
+        )
 
     qtbot.waitUntil(shows_model, timeout=2000)
     np.testing.assert_allclose(points.data, gv.centers, rtol=1e-6)
@@ -164,6 +174,45 @@ def test_closing_the_viewer_stops_the_worker(viewer_factory, bead_crop, qtbot):
     assert widget.thread_done.is_set()
     qtbot.wait(200)
     assert errored == []
+
+
+def test_training_starts_once_the_output_layers_are_added(viewer_factory, bead_crop, qtbot):
+    viewer = viewer_factory()
+    widget = _widget(viewer, bead_crop)
+    widget.steps_spin.setValue(5)
+    widget.start()
+    worker = widget.worker
+    # the Gaussians layer is added on the next event-loop turn; training starts after its first draw
+    assert not widget._worker_started and "beads Gaussians" not in viewer.layers
+    qtbot.waitUntil(lambda: widget._worker_started, timeout=5000)
+    assert "beads Gaussians" in viewer.layers
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    # a second run reuses both layers and starts at once
+    widget.start()
+    assert widget._worker_started
+    with qtbot.waitSignal(widget.worker.finished, timeout=60_000):
+        pass
+    assert [lyr.name for lyr in viewer.layers] == ["beads", "beads reconstruction", "beads Gaussians"]
+
+
+def test_stop_or_close_while_the_layers_are_being_added(viewer_factory, bead_crop, qtbot):
+    viewer = viewer_factory()
+    widget = _widget(viewer, bead_crop)
+    widget.steps_spin.setValue(5000)
+    widget.start()
+    worker = widget.worker
+    widget.stop()  # before training started: it starts, sees the stop, and keeps the initial model
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert widget.result is not None and widget.result.stopped and widget.progress.value() <= 1
+    viewer.layers.remove("beads Gaussians")  # Start adds it again, so training waits for it once more
+    widget.start()
+    assert widget.worker is not None and not widget._worker_started
+    viewer.close()  # no thread was started: nothing to wait for, nothing left running
+    assert widget.worker is None
+    qtbot.wait(300)
+    assert not widget._worker_started
 
 
 def test_unusable_layers_are_refused(viewer_factory, qtbot):

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 from ..errors import VolmicroError
 from ._layers import points_layer_data, same_layer, update_points_layer
 from ._plot import LossPlot
-from ._qt_utils import watch_window_close
+from ._qt_utils import warm_text_glyphs, watch_window_close
 
 #: metadata key marking the live reconstruction layer (so it is not offered as a source)
 RECON_KEY = "volmicro_reconstruction"
@@ -133,6 +133,7 @@ class CompressWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.worker = None
+        self._worker_started = False
         self.trainer = None
         self.model = None  # the latest GaussianVolume (snapshot or final)
         self.result = None  # the final Result
@@ -143,6 +144,7 @@ class CompressWidget(QWidget):
         self._close_watcher = None
         self._pending_points = None
         self._pending_features = None
+        self._recon_buffer = None  # the reconstruction layer's array, once it holds one of ours
         self._cancel = threading.Event()
         self.thread_done = threading.Event()
         self.trainer_factory = None  # tests may substitute; default napari_volmicro.encode.Trainer
@@ -209,6 +211,7 @@ class CompressWidget(QWidget):
         self._refill_layers()
         self._set_running(False)
         warm_up_in_background()
+        warm_text_glyphs(self.viewer)
 
     # -- inputs -------------------------------------------------------------------
 
@@ -301,9 +304,13 @@ class CompressWidget(QWidget):
         worker.returned.connect(self._on_result)
         worker.finished.connect(self._on_finished)
         self.worker = worker
+        self._worker_started = False
         self._watch_window()
         self._set_running(True)
-        worker.start()
+        if self._layers_ready():
+            self._start_worker()
+        else:  # _add_points_layer starts it once the new layers are on screen
+            self.eta_label.setText("adding the output layers...")
 
     def stop(self):
         """End training after the current step; the current model is kept (and summarised)."""
@@ -322,6 +329,9 @@ class CompressWidget(QWidget):
         self._cancel.set()
         if self.trainer is not None:
             self.trainer.stop()
+        if not self._worker_started:  # still setting up the layers: no thread to wait for
+            self._on_finished()
+            return True
         return self.thread_done.wait(wait_ms / 1000.0)
 
     def _set_running(self, running: bool):
@@ -414,12 +424,33 @@ class CompressWidget(QWidget):
             QTimer.singleShot(0, lambda: self._add_points_layer(data, kwargs))
 
     def _add_points_layer(self, data, kwargs):
+        """Add the Gaussians layer, then start training ``points_delay_ms`` later.
+
+        The first draw of a canvas's first Points layer is napari's slowest
+        (shader set-up: ~100-200 ms with software OpenGL); letting it happen
+        before training starts keeps set-up and training pauses apart.
+        """
+        from qtpy.QtCore import QTimer
+
+        if self.worker is None:  # aborted in between (the viewer is closing)
+            return
         try:
             if self.points_layer is None and self.source is not None:
                 self.points_layer = self.viewer.add_points(data, **kwargs)
                 self._show_points()
         except RuntimeError:  # the widget or viewer was closed in between
-            pass
+            return
+        QTimer.singleShot(self.points_delay_ms, self._start_worker)
+
+    def _layers_ready(self) -> bool:
+        layer = self.points_layer
+        return layer is not None and layer in self.viewer.layers
+
+    def _start_worker(self):
+        """Start the training thread created by ``start`` (once)."""
+        if self.worker is not None and not self._worker_started:
+            self._worker_started = True
+            self.worker.start()
 
     def _show_model(self, gv, recon, step, features=None):
         """Show a model: the reconstruction now, the points ``points_delay_ms`` later.
@@ -438,9 +469,21 @@ class CompressWidget(QWidget):
         if layer is not None and layer in self.viewer.layers:
             if not np.allclose(layer.scale, rscale):
                 layer.scale = rscale
-            layer.data = recon
+            self._set_recon_data(layer, recon)
         self._pending_points = (gv, features)
         QTimer.singleShot(self.points_delay_ms, self._show_points)
+
+    def _set_recon_data(self, layer, recon):
+        """Show ``recon``: copied into the layer's array when it is our buffer of the same
+        shape and dtype (napari then only re-slices, about half the cost of a new array:
+        no dims or layer-list update), else handed over as a new buffer."""
+        buffer = layer.data
+        if buffer is self._recon_buffer and buffer.shape == recon.shape and buffer.dtype == recon.dtype:
+            np.copyto(buffer, recon)
+            layer.refresh()
+        else:
+            self._recon_buffer = np.array(recon, copy=True)
+            layer.data = self._recon_buffer
 
     def _show_points(self):
         """Move the pending model's centres now; its sizes, colours and features ``points_delay_ms`` later.

@@ -28,7 +28,7 @@ def parameters_read(gv: GaussianVolume) -> bool:
 
 def same_layer(a, b) -> bool:
     """Identity of two layers, seeing through napari's plugin proxies (``__wrapped__``)."""
-    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
+    return unwrapped(a) is unwrapped(b)
 
 
 def placeholder(gv: GaussianVolume) -> np.ndarray:
@@ -127,11 +127,21 @@ def update_points_layer(layer, gv: GaussianVolume, features=None, data: bool = T
     layer.refresh()
 
 
+def unwrapped(obj):
+    """The napari object behind a plugin proxy (``PublicOnlyProxy``), or ``obj`` itself.
+
+    napari hands plugin widgets a proxy viewer whose private attributes warn on
+    access (a FutureWarning per call, shown to the user); the few private napari
+    features used here are reached through this, and each is guarded.
+    """
+    return getattr(obj, "__wrapped__", obj)
+
+
 def _refresh_blocked(layer):
     """napari's (private) ``Layer._block_refresh()``, or a no-op context where it is missing.
 
     Only around changes that keep the number of points: with the refresh blocked,
     napari's view indices are not updated.
     """
-    block = getattr(layer, "_block_refresh", None)
+    block = getattr(unwrapped(layer), "_block_refresh", None)
     return block() if block is not None else nullcontext()
