@@ -7,8 +7,10 @@
    included). Target: no stall over 100 ms.
 2. Slice change -> decoded region on screen: the sample ``.vmg`` opened in a
    1024 x 1024 canvas showing a whole 256 x 256 slice; for each slice change,
-   the time from ``dims.set_current_step`` until the layer holds the new slice
-   and the canvas has drawn it. Target: <= 200 ms.
+   the time from ``dims.set_current_step`` until the layer holds the new slice,
+   the canvas has drawn it and Qt has composed that frame into the window (the
+   event-loop turn after the draw; with software OpenGL the composition of a
+   large window takes longer than vispy's draw). Target: <= 200 ms.
 
 Timings on a shared 2-core CPU are noisy; the script prints medians and maxima.
 It uses napari's private canvas (draw event, canvas size) only to time the screen.
@@ -95,7 +97,7 @@ class Heartbeat:
         self.timer.stop()
 
 
-def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s: float = 10.0):
+def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s: float = 10.0, window=WINDOW):
     import napari
     import tifffile
 
@@ -105,7 +107,7 @@ def bench_training_stall(app, seconds: float, steps: int, crop: bool, baseline_s
     if crop:
         volume = np.ascontiguousarray(volume[:, 64:192, 64:192])
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(*WINDOW)  # fixed: napari would restore the last session's size
+    viewer.window._qt_window.resize(*window)  # fixed: napari would restore the last session's size
     viewer.add_image(volume, name="purkinje")
     _pump(app, 1.0)
     # opening the widget starts a background warm-up (torch import, kernels from the cache)
@@ -255,10 +257,15 @@ def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int)
     _pump(app, 1.0)
     while browser.busy:
         _pump(app, 0.05)
-    draws = []
+    from qtpy.QtCore import QTimer
+
+    draws, frames = [], []  # when vispy starts drawing; when Qt has composed that frame (next event-loop turn)
     scene = viewer.window._qt_viewer.canvas._scene_canvas
-    scene.events.draw.connect(lambda e: draws.append(time.perf_counter()))
-    times, decode_ms = [], []
+    scene.events.draw.connect(lambda e: draws.append(time.perf_counter()), position="first")
+    scene.events.draw.connect(
+        lambda e: QTimer.singleShot(0, lambda: frames.append(time.perf_counter())), position="last"
+    )
+    times, drawn, decode_ms = [], [], []
     h, w = viewer.canvas.size
     zs = np.linspace(2, gv.shape[0] - 3, n_slices).round().astype(int)
     for z in zs:
@@ -266,6 +273,7 @@ def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int)
             continue
         _pump(app, 0.3)  # let the debounce window pass: each change is a fresh one
         draws.clear()
+        frames.clear()
         t0 = time.perf_counter()
         viewer.dims.set_current_step(0, int(z))
         target = int(round((viewer.dims.point[0] - browser.base_translate[0]) / browser.base_scale[0]))
@@ -277,17 +285,21 @@ def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int)
         _wait_until(shown, timeout=10.0, poll_ms=1)
         shown_at = time.perf_counter()
         last = browser.last
-        # wait for the canvas to draw the new data
+        # wait for the canvas to draw the new data, and for Qt to compose that frame into the window
         _wait_until(lambda at=shown_at: bool(draws) and draws[-1] >= at, timeout=1.0, poll_ms=1)
-        times.append((draws[-1] - t0) * 1000 if draws else float("nan"))
+        started = draws[-1] if draws else float("nan")
+        _wait_until(lambda at=started: bool(frames) and frames[-1] >= at, timeout=1.0, poll_ms=1)
+        drawn.append((started - t0) * 1000)
+        times.append((frames[-1] - t0) * 1000 if frames and frames[-1] >= started else float("nan"))
         decode_ms.append(last.seconds * 1000)
     g = browser.last.request.grid
     kk = f", K={k}" if evaluator == "knn" else ""
     print(
         f"slice -> screen ({evaluator}{kk}): canvas {h}x{w}, "
         f"decoded {g.shape[1]}x{g.shape[2]} voxels (step {g.step[1]}) of a {gv.n_gaussians}-Gaussian model; "
-        f"median {statistics.median(times):.0f} ms, max {max(times):.0f} ms over {len(times)} slices "
-        f"(decode median {statistics.median(decode_ms):.0f} ms) "
+        f"frame on screen: median {statistics.median(times):.0f} ms, max {max(times):.0f} ms over {len(times)} slices "
+        f"(its draw began at a median {statistics.median(drawn):.0f} ms; decode median "
+        f"{statistics.median(decode_ms):.0f} ms) "
         f"({'OK' if statistics.median(times) <= 200 else 'OVER'} target 200 ms)"
     )
     viewer.close()
@@ -303,6 +315,10 @@ def main(argv=None):
     ap.add_argument("--slices", type=int, default=12)
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--skip-slices", action="store_true")
+    ap.add_argument(
+        "--train-window", default="x".join(map(str, WINDOW)),
+        help="main-window size (WxH) for the training measurement; each redraw costs about in proportion to it",
+    )
     ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (s) for this run (default: Python's)")
     args = ap.parse_args(argv)
 
@@ -319,7 +335,9 @@ def main(argv=None):
     for ev, k in () if args.skip_slices else (("knn", 32), ("dense", 32)):
         bench_slice_to_screen(app, args.vmg, ev, k, args.slices)
     if not args.skip_training:
-        bench_training_stall(app, args.train_seconds, args.train_steps, args.crop)
+        window = tuple(int(v) for v in args.train_window.lower().split("x"))
+        print(f"training measured in a {window[0]} x {window[1]} window")
+        bench_training_stall(app, args.train_seconds, args.train_steps, args.crop, window=window)
 
 
 if __name__ == "__main__":
