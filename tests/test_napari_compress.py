@@ -215,6 +215,26 @@ def test_stop_or_close_while_the_layers_are_being_added(viewer_factory, bead_cro
     assert not widget._worker_started
 
 
+def test_live_reconstruction_reuses_the_layer_array_only_when_small(viewer_factory, qtbot):
+    from napari_volmicro._napari._compress import CompressWidget
+
+    viewer = viewer_factory()
+    layer = viewer.add_image(np.zeros((8, 16, 16), np.float32), name="recon")
+    widget = CompressWidget(viewer)
+    a, b = np.full((8, 16, 16), 1.0, np.float32), np.full((8, 16, 16), 2.0, np.float32)
+    widget._set_recon_data(layer, a)
+    own = layer.data
+    assert own is not a and np.array_equal(own, a)
+    widget._set_recon_data(layer, b)  # copied into the layer's own array
+    assert layer.data is own and np.array_equal(own, b) and np.all(a == 1.0)  # the worker's array untouched
+    widget._set_recon_data(layer, np.zeros((4, 16, 16), np.float32))  # another shape: a new array
+    assert layer.data is not own and layer.data.shape == (4, 16, 16)
+    widget.recon_copy_max_bytes = 0  # too big to copy: handed over as it is, and never written into
+    widget._set_recon_data(layer, a)
+    widget._set_recon_data(layer, b)
+    assert layer.data is b and np.all(a == 1.0)
+
+
 def test_unusable_layers_are_refused(viewer_factory, qtbot):
     from napari_volmicro._napari._compress import CompressWidget
 
