@@ -126,6 +126,34 @@ def test_stop_keeps_the_current_model_and_save_writes_it(viewer_factory, bead_cr
     assert back.n_gaussians == res.model.n_gaussians and back.shape == bead_crop.shape
 
 
+@pytest.mark.parametrize("visible", [True, False], ids=["shown", "hidden"])
+def test_gaussians_layer_takes_fewer_and_more_points_even_when_hidden(viewer_factory, qtbot, visible):
+    """The widget's two-step update (centres, then sizes/colours/features) with the point count
+    going down and up; napari does not re-slice a hidden layer, which once crashed the second step."""
+    from napari_volmicro._napari._compress import CompressWidget
+    from napari_volmicro._napari._layers import points_layer_data
+    from napari_volmicro.features import feature_table
+    from napari_volmicro.synthetic import random_volume
+
+    viewer = viewer_factory()
+    widget = CompressWidget(viewer)
+    first = random_volume((12, 40, 40), n=120, seed=1)
+    data, kwargs, _ = points_layer_data(first, "beads Gaussians")
+    widget.points_layer = layer = viewer.add_points(data, **kwargs)
+    viewer.dims.set_current_step(0, 6)
+    layer.visible = visible
+    for seed, n in ((2, 30), (3, 90), (4, 10)):
+        gv = random_volume((12, 40, 40), n=n, seed=seed)
+        widget._pending_points = (gv, feature_table(gv))
+        widget._show_points()
+        widget._show_features()
+        qtbot.wait(20)
+        np.testing.assert_allclose(layer.data, gv.centers, rtol=1e-6)
+        np.testing.assert_allclose(layer.features["amplitude"], gv.amplitudes, rtol=1e-6)
+    layer.visible = True
+    qtbot.wait(20)
+
+
 def test_start_twice_runs_one_training(viewer_factory, bead_crop, qtbot):
     viewer = viewer_factory()
     widget = _widget(viewer, bead_crop)

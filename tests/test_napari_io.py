@@ -128,8 +128,10 @@ def test_sample_model_opens_and_matches_the_sample_volume(viewer_factory, qtbot)
     assert psnr_full(stack[z : z + 1], plane) > 35
 
 
-def test_points_layer_follows_models_of_changing_size(viewer_factory, qtbot):
-    """A live Points layer takes models with fewer and more Gaussians (as densification makes them)."""
+@pytest.mark.parametrize("visible", [True, False], ids=["shown", "hidden"])
+def test_points_layer_follows_models_of_changing_size(viewer_factory, qtbot, visible):
+    """A live Points layer takes models with fewer and more Gaussians (as densification makes them),
+    also while the user has hidden it (napari does not re-slice a hidden layer on a data change)."""
     from napari_volmicro._napari._layers import points_layer_data, update_points_layer
     from napari_volmicro.features import feature_table
     from napari_volmicro.synthetic import random_volume
@@ -139,6 +141,7 @@ def test_points_layer_follows_models_of_changing_size(viewer_factory, qtbot):
     data, kwargs, _ = points_layer_data(first, "centres")
     layer = viewer.add_points(data, **kwargs)
     viewer.dims.set_current_step(0, 6)
+    layer.visible = visible
     for seed, n in ((2, 60), (3, 120), (4, 120), (5, 30)):
         gv = random_volume((12, 40, 40), n=n, seed=seed)
         update_points_layer(layer, gv, features=feature_table(gv))

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import VolmicroError
-from ._layers import points_layer_data, same_layer, update_points_layer
+from ._layers import points_layer_data, same_layer, set_points_data, update_points_layer
 from ._plot import LossPlot
 from ._qt_utils import warm_text_glyphs, watch_window_close
 
@@ -504,7 +504,7 @@ class CompressWidget(QWidget):
             return  # (a layer still being added picks the pending model up)
         gv, features = self._pending_points
         self._pending_points = None
-        layer.data = gv.centers.astype(np.float64)
+        set_points_data(layer, gv.centers.astype(np.float64))
         self._pending_features = (gv, features)  # replaces an older model's: always the shown centres' model
         QTimer.singleShot(self.points_delay_ms, self._show_features)
 

@@ -116,7 +116,7 @@ def update_points_layer(layer, gv: GaussianVolume, features=None, data: bool = T
     """
     _, kwargs, _ = points_layer_data(gv, layer.name, features=features)
     if data:
-        layer.data = gv.centers.astype(np.float64)  # re-slices: the view matches the new count
+        set_points_data(layer, gv.centers.astype(np.float64))
     with _refresh_blocked(layer):  # then the rest with one re-slice instead of four
         layer.features = kwargs["features"]
         layer.size = kwargs["size"]
@@ -135,6 +135,19 @@ def unwrapped(obj):
     features used here are reached through this, and each is guarded.
     """
     return getattr(obj, "__wrapped__", obj)
+
+
+def set_points_data(layer, data) -> None:
+    """``layer.data = data``, with the view re-sliced even while the layer is hidden.
+
+    napari re-slices only visible layers on a data change; a later change of a
+    hidden layer's features, sizes or colours then indexes the new points with
+    the old view's indices: an IndexError inside napari's vispy layer, which
+    aborts the Qt event loop when the count dropped.
+    """
+    layer.data = data
+    if not layer.visible:
+        layer.set_view_slice()
 
 
 def _refresh_blocked(layer):
