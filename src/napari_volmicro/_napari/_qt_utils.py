@@ -31,7 +31,6 @@ def watch_window_close(widget, callback):
     return watcher
 
 
-
 #: the glyphs vispy's text layout measures for every text visual, even an empty one (and the space)
 LAYOUT_GLYPHS = "ÅÉÑŐjgpqy "
 
