@@ -34,6 +34,15 @@ def _widget(viewer, crop, **trainer_options):
     return widget
 
 
+def _started(viewer_factory, crop, steps):
+    """A viewer with ``crop`` and a Compress widget that was told to Start a ``steps``-step run."""
+    viewer = viewer_factory()
+    widget = _widget(viewer, crop)
+    widget.steps_spin.setValue(steps)
+    widget.start()
+    return viewer, widget, widget.worker
+
+
 def _record_threads(viewer, seen):
     """Record whether each layer event fires on the main thread."""
 
@@ -107,10 +116,7 @@ def test_training_runs_to_completion(make_napari_viewer_proxy, viewer_factory, b
 def test_stop_keeps_the_current_model_and_save_writes_it(viewer_factory, bead_crop, qtbot, tmp_path):
     from napari_volmicro import load
 
-    viewer = viewer_factory()
-    widget = _widget(viewer, bead_crop)
-    widget.steps_spin.setValue(5000)
-    widget.start()
+    viewer, widget, _ = _started(viewer_factory, bead_crop, 5000)
     qtbot.waitUntil(lambda: widget.progress.value() >= 3, timeout=60_000)
     widget.stop_button.click()
     with qtbot.waitSignal(widget.worker.finished, timeout=60_000):
@@ -173,11 +179,7 @@ def test_start_twice_runs_one_training(viewer_factory, bead_crop, qtbot):
 
 
 def test_deleting_the_source_stops_training(viewer_factory, bead_crop, qtbot):
-    viewer = viewer_factory()
-    widget = _widget(viewer, bead_crop)
-    widget.steps_spin.setValue(5000)
-    widget.start()
-    worker = widget.worker
+    viewer, widget, worker = _started(viewer_factory, bead_crop, 5000)
     qtbot.waitUntil(lambda: widget.progress.value() >= 2, timeout=60_000)
     before = len(_errors())
     viewer.layers.remove("beads")
@@ -189,11 +191,7 @@ def test_deleting_the_source_stops_training(viewer_factory, bead_crop, qtbot):
 
 
 def test_closing_the_viewer_stops_the_worker(viewer_factory, bead_crop, qtbot):
-    viewer = viewer_factory()
-    widget = _widget(viewer, bead_crop)
-    widget.steps_spin.setValue(5000)
-    widget.start()
-    worker = widget.worker
+    viewer, widget, worker = _started(viewer_factory, bead_crop, 5000)
     qtbot.waitUntil(lambda: widget.progress.value() >= 2, timeout=60_000)
     errored = []
     worker.errored.connect(errored.append)
@@ -205,11 +203,7 @@ def test_closing_the_viewer_stops_the_worker(viewer_factory, bead_crop, qtbot):
 
 
 def test_training_starts_once_the_output_layers_are_added(viewer_factory, bead_crop, qtbot):
-    viewer = viewer_factory()
-    widget = _widget(viewer, bead_crop)
-    widget.steps_spin.setValue(5)
-    widget.start()
-    worker = widget.worker
+    viewer, widget, worker = _started(viewer_factory, bead_crop, 5)
     # the Gaussians layer is added on the next event-loop turn; training starts after its first draw
     assert not widget._worker_started and "beads Gaussians" not in viewer.layers
     qtbot.waitUntil(lambda: widget._worker_started, timeout=5000)
@@ -225,11 +219,7 @@ def test_training_starts_once_the_output_layers_are_added(viewer_factory, bead_c
 
 
 def test_stop_or_close_while_the_layers_are_being_added(viewer_factory, bead_crop, qtbot):
-    viewer = viewer_factory()
-    widget = _widget(viewer, bead_crop)
-    widget.steps_spin.setValue(5000)
-    widget.start()
-    worker = widget.worker
+    viewer, widget, worker = _started(viewer_factory, bead_crop, 5000)
     widget.stop()  # before training started: it starts, sees the stop, and keeps the initial model
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         pass
