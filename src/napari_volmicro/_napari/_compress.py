@@ -21,20 +21,15 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
 from ..errors import VolmicroError
 from ._layers import points_layer_data, same_layer, set_points_data, update_points_layer
 from ._plot import LossPlot
 from ._qt_utils import warm_text_glyphs, watch_window_close
-
-#: metadata key marking the live reconstruction layer (so it is not offered as a source)
-RECON_KEY = "volmicro_reconstruction"
+from ._source_dock import RECON_KEY, SourceLayerDock, fmt_seconds
 
 BUDGETS = {  # label -> (Trainer keyword, default, min, max, decimals)
     "bits per voxel": ("bpp", 0.073, 0.001, 32.0, 3),
@@ -42,44 +37,6 @@ BUDGETS = {  # label -> (Trainer keyword, default, min, max, decimals)
     "Gaussians": ("gaussians", 2000, 1, 10_000_000, 0),
 }
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def check_source_layer(layer) -> str | None:
-    """Why ``layer`` cannot be compressed (a message), or None if it can."""
-    from napari.layers import Image
-
-    if layer is None:
-        return "add a 3D image layer to compress"
-    if not isinstance(layer, Image):
-        return f"'{layer.name}' is a {type(layer).__name__} layer; pick a 3D image layer"
-    if getattr(layer, "rgb", False):
-        return f"'{layer.name}' is RGB; compress one channel (split it into single-channel layers)"
-    if getattr(layer, "multiscale", False):
-        return f"'{layer.name}' is multiscale; open its full-resolution level as a plain image"
-    if layer.ndim != 3:
-        return f"'{layer.name}' is {layer.ndim}D; the compressor needs a 3D (Z, Y, X) volume"
-    if min(layer.data.shape) < 8:
-        return f"'{layer.name}' has shape {tuple(layer.data.shape)}; each axis needs at least 8 voxels"
-    return None
-
-
-def fill_layer_combo(combo, viewer, check) -> None:
-    """Offer the viewer's layers (not ours) in ``combo``, keeping the current choice or
-    picking the first layer ``check`` accepts (``check(layer)`` returns None)."""
-    current = combo.currentText()
-    layers = [lyr for lyr in viewer.layers if not _made_by_us(lyr)]
-    names = [lyr.name for lyr in layers]
-    combo.blockSignals(True)
-    combo.clear()
-    combo.addItems(names)
-    if current in names:
-        combo.setCurrentIndex(names.index(current))
-    else:
-        for i, lyr in enumerate(layers):
-            if check(lyr) is None:
-                combo.setCurrentIndex(i)
-                break
-    combo.blockSignals(False)
 
 
 _warm_thread: threading.Thread | None = None
@@ -108,16 +65,7 @@ def warm_up_in_background() -> threading.Thread:
     return _warm_thread
 
 
-def _presets():
-    try:
-        from ..encode.config import PRESETS
-
-        return tuple(PRESETS)
-    except Exception:  # encoder not installed yet / no preset table
-        return ("default",)
-
-
-class CompressWidget(QWidget):
+class CompressWidget(SourceLayerDock):
     """Pick a 3D image layer and a size budget, train, watch, stop, save."""
 
     #: progress/plot updates reach the GUI at most this often (seconds)
@@ -132,9 +80,7 @@ class CompressWidget(QWidget):
     recon_copy_max_bytes = 16 * 2**20
 
     def __init__(self, napari_viewer, parent=None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer, "%v / %m steps", parent)
         self._worker_started = False
         self.trainer = None
         self.model = None  # the latest GaussianVolume (snapshot or final)
@@ -151,31 +97,17 @@ class CompressWidget(QWidget):
         self.thread_done = threading.Event()
         self.trainer_factory = None  # tests may substitute; default napari_volmicro.encode.Trainer
 
-        self.layer_combo = QComboBox()
-        self.layer_note = QLabel()
-        self.layer_note.setWordWrap(True)
         self.budget_kind = QComboBox()
         self.budget_kind.addItems(BUDGETS)
         self.budget_value = QDoubleSpinBox()
-        self.preset_combo = QComboBox()
-        self.preset_combo.addItems(_presets())
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(0, 1_000_000)
-        self.steps_spin.setSpecialValueText("preset default")
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
-        self.start_button = QPushButton("Start")
-        self.stop_button = QPushButton("Stop")
         self.save_button = QPushButton("Save .vmg...")
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m steps")
         self.eta_label = QLabel("")
         self.eta_label.setWordWrap(True)  # a longer line must not widen the dock (and resize the canvas)
         self.plot = LossPlot()
-        self.summary_label = QLabel("")
-        self.summary_label.setWordWrap(True)
 
         form = QFormLayout()
         form.addRow("Image layer", self.layer_combo)
@@ -188,29 +120,12 @@ class CompressWidget(QWidget):
         form.addRow("Steps", self.steps_spin)
         form.addRow("Seed", self.seed_spin)
         form.addRow("Device", self.device_combo)
-        buttons = QHBoxLayout()
-        for b in (self.start_button, self.stop_button, self.save_button):
-            buttons.addWidget(b)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.eta_label)
-        layout.addWidget(self.plot)
-        layout.addWidget(self.summary_label)
-        layout.addStretch(1)
+        self.lay_out(form, (self.start_button, self.stop_button, self.save_button), self.eta_label, self.plot)
 
         self.budget_kind.currentTextChanged.connect(self._on_budget_kind)
-        self.layer_combo.currentIndexChanged.connect(self._on_layer_choice)
-        self.start_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.stop)
         self.save_button.clicked.connect(self._save_dialog)
-        ev = self.viewer.layers.events
-        ev.inserted.connect(self._refill_layers)
-        ev.removed.connect(self._on_layer_removed)
-        ev.reordered.connect(self._refill_layers)
         self._on_budget_kind(self.budget_kind.currentText())
-        self._refill_layers()
+        self.follow_layers()
         self._set_running(False)
         warm_up_in_background()
         warm_text_glyphs(self.viewer)
@@ -223,19 +138,6 @@ class CompressWidget(QWidget):
         self.budget_value.setRange(lo, hi)
         self.budget_value.setValue(default)
 
-    def _refill_layers(self, *_):
-        fill_layer_combo(self.layer_combo, self.viewer, check_source_layer)
-        self._on_layer_choice()
-
-    def selected_layer(self):
-        name = self.layer_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
-
-    def _on_layer_choice(self, *_):
-        problem = check_source_layer(self.selected_layer())
-        self.layer_note.setText(problem or "")
-        self.start_button.setEnabled(problem is None and self.worker is None)
-
     def budget(self) -> dict:
         key = BUDGETS[self.budget_kind.currentText()][0]
         value = self.budget_value.value()
@@ -243,24 +145,15 @@ class CompressWidget(QWidget):
 
     # -- run ----------------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
-
     def start(self):
         """Start training on the selected layer (does nothing if already running)."""
         from napari.qt.threading import create_worker
-        from napari.utils.notifications import show_error, show_info
+        from napari.utils.notifications import show_error
 
         from ._training_loop import training_updates
 
-        if self.worker is not None:
-            show_info("training is already running; Stop it first")
-            return
-        layer = self.selected_layer()
-        problem = check_source_layer(layer)
-        if problem:
-            show_error(problem)
+        layer = self._layer_to_start("training is already running; Stop it first")
+        if layer is None:
             return
         volume = np.asarray(layer.data)
         factory = self.trainer_factory
@@ -337,7 +230,7 @@ class CompressWidget(QWidget):
         return self.thread_done.wait(wait_ms / 1000.0)
 
     def _set_running(self, running: bool):
-        self.start_button.setEnabled(not running and check_source_layer(self.selected_layer()) is None)
+        self.start_button.setEnabled(not running and self.check_layer(self.selected_layer()) is None)
         self.stop_button.setEnabled(running)
         self.save_button.setEnabled(not running and self.model is not None)
 
@@ -355,10 +248,10 @@ class CompressWidget(QWidget):
     def _on_update(self, upd):
         self.progress.setMaximum(max(1, int(upd.total_steps)))
         self._set_progress(int(upd.step))
-        eta = "" if upd.eta is None else f", about {_fmt_seconds(upd.eta)} left"
+        eta = "" if upd.eta is None else f", about {fmt_seconds(upd.eta)} left"
         self.eta_label.setText(
             f"step {upd.step}/{upd.total_steps}, {upd.n_gaussians:,} Gaussians, "
-            f"PSNR {upd.psnr:.1f} dB, {_fmt_seconds(upd.elapsed)} elapsed{eta}"
+            f"PSNR {upd.psnr:.1f} dB, {fmt_seconds(upd.elapsed)} elapsed{eta}"
         )
         self.plot.extend(upd.history)
         if upd.model is not None:
@@ -372,7 +265,7 @@ class CompressWidget(QWidget):
         self.model = result.model
         self._show_model(result.model, result.recon, result.recon_step, result.features)
         s = result.summary
-        parts = [f"{s['n_gaussians']:,} Gaussians", f"{_fmt_seconds(s['seconds'])}"]
+        parts = [f"{s['n_gaussians']:,} Gaussians", f"{fmt_seconds(s['seconds'])}"]
         if "bpp" in s:
             parts += [f"{s['bpp']:.3f} bpp", f"ratio {s['ratio']:.0f}:1"]
         if "psnr_full" in s:
@@ -560,22 +453,3 @@ class CompressWidget(QWidget):
             return None
         show_info(f"saved {self.model.n_gaussians:,} Gaussians to {out}")
         return str(out)
-
-
-def _made_by_us(layer) -> bool:
-    from ..features import METADATA_KEY
-    from ._layers import MODEL_KEY
-
-    meta = getattr(layer, "metadata", None) or {}
-    return MODEL_KEY in meta or METADATA_KEY in meta or RECON_KEY in meta
-
-
-def _fmt_seconds(s: float) -> str:
-    s = max(0.0, float(s))
-    if s < 60:
-        return f"{s:.0f} s"
-    m, s = divmod(int(round(s)), 60)
-    if m < 60:
-        return f"{m} min {s:02d} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min"

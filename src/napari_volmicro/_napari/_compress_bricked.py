@@ -27,16 +27,14 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..errors import VolmicroError
-from ._compress import _fmt_seconds, _presets, check_source_layer, fill_layer_combo
 from ._qt_utils import watch_window_close
+from ._source_dock import SourceLayerDock, check_source_layer, fmt_seconds
 
 CLUSTERS = ("local", "scheduler address")
 
@@ -81,7 +79,7 @@ def encode_source(layer):
     return data
 
 
-class BrickedCompressWidget(QWidget):
+class BrickedCompressWidget(SourceLayerDock):
     """Pick a 3D image layer, a budget, bricks and a cluster; compress to a bricked ``.vmg``."""
 
     #: seconds a scheduler address may take to answer
@@ -92,9 +90,7 @@ class BrickedCompressWidget(QWidget):
     abort_wait_ms = 10_000
 
     def __init__(self, napari_viewer, parent=None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.worker = None
+        super().__init__(napari_viewer, "%v / %m bricks", parent)
         self.report = None  # the last run's report (compress_bricked)
         self.output_layers = []  # layers the reader added for the last file
         self.extra_options = {}  # more encoder options (tests: gate=False)
@@ -103,9 +99,6 @@ class BrickedCompressWidget(QWidget):
         self.thread_done = threading.Event()
         self._close_watcher = None
 
-        self.layer_combo = QComboBox()
-        self.layer_note = QLabel()
-        self.layer_note.setWordWrap(True)
         self.bpp_spin = QDoubleSpinBox()
         self.bpp_spin.setDecimals(3)
         self.bpp_spin.setRange(0.001, 32.0)
@@ -120,11 +113,6 @@ class BrickedCompressWidget(QWidget):
         self.halo_spin.setRange(0, 256)
         self.halo_spin.setValue(16)
         self.halo_spin.setSuffix(" voxels")
-        self.preset_combo = QComboBox()
-        self.preset_combo.addItems(_presets())
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(0, 1_000_000)
-        self.steps_spin.setSpecialValueText("preset default")
         self.cluster_combo = QComboBox()
         self.cluster_combo.addItems(CLUSTERS)
         self.workers_spin = QSpinBox()
@@ -138,14 +126,8 @@ class BrickedCompressWidget(QWidget):
         self.output_edit.setPlaceholderText("output .vmg file")
         self.browse_button = QPushButton("...")
         self.resume_check = QCheckBox("resume from the bricks a stopped run kept")
-        self.start_button = QPushButton("Start")
-        self.stop_button = QPushButton("Stop")
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m bricks")
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
-        self.summary_label = QLabel("")
-        self.summary_label.setWordWrap(True)
 
         form = QFormLayout()
         form.addRow("Image layer", self.layer_combo)
@@ -170,28 +152,12 @@ class BrickedCompressWidget(QWidget):
         out_row.addWidget(self.browse_button)
         form.addRow("Output", out_row)
         form.addRow(self.resume_check)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.stop_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.summary_label)
-        layout.addStretch(1)
+        self.lay_out(form, (self.start_button, self.stop_button), self.status_label)
 
         self.cluster_combo.currentTextChanged.connect(self._on_cluster_kind)
-        self.layer_combo.currentIndexChanged.connect(self._on_layer_choice)
         self.browse_button.clicked.connect(self._output_dialog)
-        self.start_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.stop)
-        ev = self.viewer.layers.events
-        ev.inserted.connect(self._refill_layers)
-        ev.removed.connect(self._refill_layers)
-        ev.reordered.connect(self._refill_layers)
         self._on_cluster_kind(self.cluster_combo.currentText())
-        self._refill_layers()
+        self.follow_layers()
         self._set_running(False)
 
     # -- inputs -------------------------------------------------------------------
@@ -201,24 +167,18 @@ class BrickedCompressWidget(QWidget):
         self._local_row.setVisible(local)
         self.address_edit.setVisible(not local)
 
-    def _refill_layers(self, *_):
-        fill_layer_combo(self.layer_combo, self.viewer, check_bricked_layer)
-        self._on_layer_choice()
+    def check_layer(self, layer) -> str | None:
+        return check_bricked_layer(layer)
 
-    def selected_layer(self):
-        name = self.layer_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
-
-    def _on_layer_choice(self, *_):
+    def _on_layer_choice(self, *_) -> str | None:
+        problem = super()._on_layer_choice()
         layer = self.selected_layer()
-        problem = check_bricked_layer(layer)
-        self.layer_note.setText(problem or "")
-        self.start_button.setEnabled(problem is None and self.worker is None)
         if problem is None and not self.output_edit.text():
             path = getattr(getattr(layer, "source", None), "path", None)
             if path:  # next to the file the layer came from
                 p = Path(path)
                 self.output_edit.setText(str(p.with_name(p.name.split(".")[0] + ".vmg")))
+        return problem
 
     def _output_dialog(self):
         path, _ = QFileDialog.getSaveFileName(self, "Write bricked Gaussians", self.output_edit.text(),
@@ -241,10 +201,6 @@ class BrickedCompressWidget(QWidget):
 
     # -- run ----------------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
-
     def start(self):
         """Start the bricked encode of the selected layer (does nothing if already running)."""
         from napari.qt.threading import create_worker
@@ -252,13 +208,8 @@ class BrickedCompressWidget(QWidget):
 
         from ._bricked_loop import bricked_updates
 
-        if self.worker is not None:
-            show_info("a bricked encode is already running; Stop it first")
-            return
-        layer = self.selected_layer()
-        problem = check_bricked_layer(layer)
-        if problem:
-            show_error(problem)
+        layer = self._layer_to_start("a bricked encode is already running; Stop it first")
+        if layer is None:
             return
         output = self.output_path()
         if not output:
@@ -324,7 +275,7 @@ class BrickedCompressWidget(QWidget):
         return self.thread_done.wait((self.abort_wait_ms if wait_ms is None else wait_ms) / 1000.0)
 
     def _set_running(self, running: bool):
-        self.start_button.setEnabled(not running and check_bricked_layer(self.selected_layer()) is None)
+        self.start_button.setEnabled(not running and self.check_layer(self.selected_layer()) is None)
         self.stop_button.setEnabled(running)
         for w in (self.layer_combo, self.resume_check, self.output_edit, self.browse_button):
             w.setEnabled(not running)
@@ -341,18 +292,18 @@ class BrickedCompressWidget(QWidget):
     def _on_update(self, upd):
         if upd.phase == "starting":
             self.status_label.setText(
-                f"connecting to the cluster and reading brick statistics... {_fmt_seconds(upd.elapsed)}")
+                f"connecting to the cluster and reading brick statistics... {fmt_seconds(upd.elapsed)}")
             return
         self.progress.setRange(0, max(1, upd.total))
         self._set_progress(upd.done)
         kinds = [f"{upd.encoded} trained", f"{upd.background} background"]
         if upd.reused:
             kinds.append(f"{upd.reused} reused")
-        eta = "" if upd.eta is None or upd.done >= upd.total else f", about {_fmt_seconds(upd.eta)} left"
+        eta = "" if upd.eta is None or upd.done >= upd.total else f", about {fmt_seconds(upd.eta)} left"
         stopping = " (stopping after the bricks in flight)" if self._stop.is_set() else ""
         self.status_label.setText(
             f"{upd.done}/{upd.total} bricks ({', '.join(kinds)}), {upd.n_gaussians:,} Gaussians, "
-            f"{_fmt_seconds(upd.elapsed)} elapsed{eta}{stopping}"
+            f"{fmt_seconds(upd.elapsed)} elapsed{eta}{stopping}"
         )
 
     def _on_result(self, report):
@@ -420,7 +371,7 @@ def _summary(report: dict) -> str:
         + (f", {report['reused']} reused" if report["reused"] else "") + ")",
         f"{report['n_gaussians']:,} Gaussians",
         f"{report['file_bytes']:,} bytes",
-        _fmt_seconds(report["seconds"]),
+        fmt_seconds(report["seconds"]),
     ]
     peaks = report.get("worker_peak_bytes")
     if peaks:
