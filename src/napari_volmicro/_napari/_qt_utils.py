@@ -46,9 +46,10 @@ def warm_text_glyphs(viewer, chars: str = LAYOUT_GLYPHS) -> None:
     """
     from qtpy.QtCore import QTimer
 
+    from ._layers import unwrapped
+
     try:
-        viewer = getattr(viewer, "__wrapped__", viewer)  # not through napari's plugin proxy (it warns)
-        info = viewer.window._qt_viewer.canvas.font_info
+        info = unwrapped(viewer).window._qt_viewer.canvas.font_info  # not through the plugin proxy (it warns)
         info = info() if callable(info) else info  # a method in napari 0.9
         font = info.font_manager.get_font(info.face)
     except Exception:  # noqa: BLE001 - another napari version, or no window: nothing to warm
