@@ -253,6 +253,35 @@ def test_live_reconstruction_reuses_the_layer_array_only_when_small(viewer_facto
     assert layer.data is b and np.all(a == 1.0)
 
 
+def test_first_live_reconstruction_fills_the_array_made_at_start(viewer_factory, bead_crop, qtbot):
+    viewer, widget, worker = _started(viewer_factory, bead_crop, 25)
+    layer = viewer.layers["beads reconstruction"]
+    buffer = layer.data
+    assert isinstance(buffer, np.ndarray) and buffer.flags.writeable and buffer.shape == bead_crop.shape
+    assert buffer.dtype == bead_crop.dtype and not buffer.any()
+    np.testing.assert_allclose(layer.scale, SCALE)
+    first = []
+    worker.yielded.connect(lambda u: first.append(u) if u.recon is not None and not first else None)
+    qtbot.waitUntil(lambda: bool(first), timeout=60_000)
+    assert layer.data is buffer and np.array_equal(buffer, first[0].recon)  # copied in, not replaced
+    assert first[0].recon is not buffer
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+
+
+def test_large_live_reconstructions_start_from_a_placeholder(viewer_factory, bead_crop, qtbot):
+    viewer = viewer_factory()
+    widget = _widget(viewer, bead_crop)
+    widget.recon_copy_max_bytes = bead_crop.nbytes - 1  # would not be copied: no array is made for them
+    widget.steps_spin.setValue(5)
+    widget.start()
+    data = viewer.layers["beads reconstruction"].data
+    assert data.shape == bead_crop.shape and not data.flags.writeable and data.base.size == 1
+    with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
+        pass
+    assert widget.result is not None
+
+
 def test_unusable_layers_are_refused(viewer_factory, qtbot):
     from napari_volmicro._napari._compress import CompressWidget
 

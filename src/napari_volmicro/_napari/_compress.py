@@ -301,10 +301,11 @@ class CompressWidget(SourceLayerDock):
         empty = GaussianVolume.empty(volume.shape, spacing=scale)
         if self.recon_layer is None or self.recon_layer not in self.viewer.layers:
             contrast = self._contrast if self._contrast[1] > self._contrast[0] else (0.0, 1.0)
+            data, rscale = self._empty_recon(volume)
             self.recon_layer = self.viewer.add_image(
-                np.broadcast_to(np.zeros((1, 1, 1), volume.dtype), volume.shape),
+                data,
                 name=f"{name} reconstruction",
-                scale=scale,
+                scale=rscale,
                 translate=translate,
                 contrast_limits=contrast,
                 colormap="gray",
@@ -317,6 +318,25 @@ class CompressWidget(SourceLayerDock):
             self.points_layer = None
             data, kwargs, _ = points_layer_data(empty, f"{name} Gaussians", scale, translate)
             QTimer.singleShot(0, lambda: self._add_points_layer(data, kwargs))
+
+    def _empty_recon(self, volume) -> tuple[np.ndarray, tuple[float, ...]]:
+        """(data, scale) of a new reconstruction layer, before the first model arrives.
+
+        When the live reconstructions will be small enough to copy, this is the
+        array they are copied into (zeros, of the preview's shape and the
+        volume's dtype, at the preview's voxel size): the first update then only
+        re-slices, like every later one (replacing the data costs napari ~25-45
+        ms more with this window). Otherwise a zero-memory placeholder.
+        """
+        from ._training_loop import preview_shape
+
+        scale = self._placement[0]
+        shape, step = preview_shape(volume.shape)
+        if int(np.prod(shape)) * volume.dtype.itemsize <= self.recon_copy_max_bytes:
+            self._recon_buffer = np.zeros(shape, volume.dtype)
+            return self._recon_buffer, tuple(float(s) * st for s, st in zip(scale, step))
+        self._recon_buffer = None
+        return np.broadcast_to(np.zeros((1, 1, 1), volume.dtype), volume.shape), scale
 
     def _add_points_layer(self, data, kwargs):
         """Add the Gaussians layer, then start training ``points_delay_ms`` later.

@@ -56,6 +56,16 @@ def dense_evaluator_name() -> str:
     return "dense" if find_spec("napari_volmicro.evaluate.dense") is not None else "reference"
 
 
+#: Live reconstructions are decoded strided to at most this many voxels.
+PREVIEW_VOXELS = 16_000_000
+
+
+def preview_shape(shape, max_voxels: int = PREVIEW_VOXELS) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(shape, stride) of the preview decode of a volume of ``shape`` voxels (ZYX)."""
+    step = preview_step(shape, max_voxels)
+    return tuple(-(-int(n) // s) for n, s in zip(shape, step)), step
+
+
 def preview_step(shape, max_voxels: int) -> tuple[int, int, int]:
     """A stride (1 in Z unless needed) that keeps a preview decode under ``max_voxels``."""
     z, y, x = shape
@@ -104,7 +114,7 @@ def training_updates(
     *,
     throttle_s: float = 0.3,
     snapshot_every_s: float = 3.0,
-    preview_voxels: int = 16_000_000,
+    preview_voxels: int = PREVIEW_VOXELS,
     summary: bool = True,
     cancel=None,
     finished=None,
