@@ -52,7 +52,9 @@ def sparse():
         None,
         (slice(1, 16, 3), slice(2, 20, 2), slice(0, 18, 5)),
         (slice(5, 13), slice(0, 20), slice(9, 18)),
-        (slice(7, 8), slice(0, 20), slice(0, 18)),  # one plane: 8 x 8 x 1 tiles, as Browse decodes
+        (slice(7, 8), slice(0, 20), slice(0, 18)),  # one plane: 16 x 16 x 1 tiles, as Browse decodes
+        (slice(0, 16), slice(9, 10), slice(1, 18, 2)),  # a strided ZX plane
+        (slice(2, 14), slice(3, 20), slice(4, 5)),  # a ZY plane
     ],
 )
 def test_knn_region_matches_brute_force(crowded, k, region):

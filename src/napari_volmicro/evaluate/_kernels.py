@@ -592,15 +592,46 @@ def _knn_member(g, i, z, y, x, e2, rv, rlo, rup, cstart, cend, cidx, cdist, q, k
 
 
 @njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def sort_segments(cstart, cend, idx, key):
-    """Sort each segment ``[cstart[q], cend[q])`` of ``idx`` and ``key`` by ``key``, in place (cstart < 0: none)."""
-    for q in prange(len(cstart)):
-        a, b = cstart[q], cend[q]
-        if a < 0 or b - a < 2:
-            continue
-        o = np.argsort(key[a:b])
-        idx[a:b] = idx[a:b][o]
-        key[a:b] = key[a:b][o]
+def keep_within(lims, d, ids, keep2, sub, centres, queries):
+    """The pairs of a faiss range search that lie within each query's own limit, sorted by exact distance.
+
+    lims, d, ids: faiss's result for ``queries`` (M, 3 float64, voxels) against the
+    centres ``sub`` (global indices into ``centres``, (N, 3) float64); query q's
+    hits are ``[lims[q], lims[q+1])``, ``d`` their float32 squared distances and
+    ``ids`` indices into ``sub``. A hit is kept when ``d <= keep2[q]``. Returns
+    (counts (M,), cidx, cdist): query q's kept centres are the next ``counts[q]``
+    entries of ``cidx`` (global indices), nearest first by ``cdist`` (float64 distances).
+    One kernel, so a caller in a GUI gives up Python's global lock once, not per step.
+    """
+    m = len(lims) - 1
+    counts = np.zeros(m, np.int64)
+    for q in range(m):
+        for j in range(np.int64(lims[q]), np.int64(lims[q + 1])):
+            if d[j] <= keep2[q]:
+                counts[q] += 1
+    starts = np.zeros(m, np.int64)
+    for q in range(1, m):
+        starts[q] = starts[q - 1] + counts[q - 1]
+    total = starts[m - 1] + counts[m - 1] if m else 0
+    cidx = np.empty(total, np.int64)
+    cdist = np.empty(total, np.float64)
+    for q in prange(m):
+        pos = starts[q]
+        for j in range(np.int64(lims[q]), np.int64(lims[q + 1])):
+            if d[j] <= keep2[q]:
+                c = sub[ids[j]]
+                dz = centres[c, 0] - queries[q, 0]
+                dy = centres[c, 1] - queries[q, 1]
+                dx = centres[c, 2] - queries[q, 2]
+                cidx[pos] = c
+                cdist[pos] = math.sqrt(dz * dz + dy * dy + dx * dx)
+                pos += 1
+        a, b = starts[q], pos
+        if b - a > 1:
+            o = np.argsort(cdist[a:b])
+            cidx[a:b] = cidx[a:b][o]
+            cdist[a:b] = cdist[a:b][o]
+    return counts, cidx, cdist
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
