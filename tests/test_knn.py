@@ -161,3 +161,21 @@ def test_knn_plane_of_the_sample_model_matches_brute_force():
     got = gv.decode_model(region, evaluator="knn", k=32)
     want = add_background_points(gv, points, knn_oracle(gv, points, 32)).reshape(got.shape)
     assert max_rel(got, want) <= 1e-5
+
+
+@pytest.mark.parametrize("region", [None, (slice(7, 8), slice(0, 20), slice(0, 18))])
+def test_knn_grouped_searches_match_brute_force(crowded, region, monkeypatch):
+    # Large searches are split into cubes of queries, each against the centres near it
+    # (candidates then come from several range searches): forced here on a small model.
+    from napari_volmicro.evaluate import knn
+
+    groups = []
+    real = knn._cube_groups
+    monkeypatch.setattr(knn, "_ONE_SEARCH_PAIRS", 0)
+    monkeypatch.setattr(knn, "_cube_groups", lambda *a: groups.append(real(*a)) or groups[-1])
+    got = crowded.decode_model(region, evaluator="knn", k=8)
+    want = knn_oracle(crowded, normalize_region(region, crowded.shape).points(), 8).reshape(got.shape)
+    assert max_rel(got, want) <= 1e-5
+    assert max(len(g) for g in groups) > 1
+    pts = np.random.default_rng(4).uniform(-0.5, 15.5, (500, 3))
+    assert max_rel(crowded.evaluate(pts, evaluator="knn", k=8), knn_oracle(crowded, pts, 8)) <= 1e-5
