@@ -1,6 +1,7 @@
 """Compress widget driving the real Trainer on a small real crop (under Xvfb)."""
 
 import functools
+import sys
 import threading
 
 import numpy as np
@@ -65,12 +66,17 @@ def test_training_runs_to_completion(make_napari_viewer_proxy, viewer_factory, b
     _record_threads(viewer, seen)
     widget = _widget(viewer, bead_crop)
     widget.steps_spin.setValue(25)
-    updates = []
+    updates, intervals = [], []
+    before = sys.getswitchinterval()
     widget.start()
     widget.worker.yielded.connect(updates.append)
+    widget.worker.yielded.connect(lambda u: intervals.append(sys.getswitchinterval()))
     with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
         pass
     assert widget.result is not None and not widget.result.stopped
+    # Python's switch interval is short while training runs (GUI handlers get the lock back sooner), then restored
+    assert intervals and max(intervals) == pytest.approx(min(before, 0.001))
+    assert sys.getswitchinterval() == pytest.approx(before)
     gv = widget.result.model
     assert 0 < gv.n_gaussians <= 60 and gv.shape == bead_crop.shape
     names = [lyr.name for lyr in viewer.layers]
@@ -191,13 +197,16 @@ def test_deleting_the_source_stops_training(viewer_factory, bead_crop, qtbot):
 
 
 def test_closing_the_viewer_stops_the_worker(viewer_factory, bead_crop, qtbot):
+    before = sys.getswitchinterval()
     viewer, widget, worker = _started(viewer_factory, bead_crop, 5000)
     qtbot.waitUntil(lambda: widget.progress.value() >= 2, timeout=60_000)
+    assert sys.getswitchinterval() == pytest.approx(min(before, 0.001))  # while training runs
     errored = []
     worker.errored.connect(errored.append)
     viewer.close()
     # closing stopped the trainer and waited (without an event loop) for the thread to end
     assert widget.thread_done.is_set()
+    assert sys.getswitchinterval() == pytest.approx(before)
     qtbot.wait(200)
     assert errored == []
 

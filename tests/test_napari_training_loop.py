@@ -150,3 +150,34 @@ def test_training_thread_runs_below_the_gui_priority():
     t.start()
     t.join()
     assert after == [True, max(15, before)]
+
+
+def test_switch_interval_is_short_while_held_and_restored_after():
+    from napari_volmicro._napari._training_loop import SwitchIntervalHold
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        hold = SwitchIntervalHold(0.001)
+        hold.acquire()
+        hold.acquire()  # two trainings
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        hold.release()
+        assert sys.getswitchinterval() == pytest.approx(0.001)  # one still runs
+        hold.release()
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        hold.release()  # an extra release changes nothing
+        assert sys.getswitchinterval() == pytest.approx(0.005) and hold.holders == 0
+        # someone else changed it while held: theirs is kept
+        hold.acquire()
+        sys.setswitchinterval(0.002)
+        hold.release()
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+        # already shorter than the hold's: left alone
+        sys.setswitchinterval(0.0005)
+        hold.acquire()
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        hold.release()
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        sys.setswitchinterval(before)

@@ -82,6 +82,7 @@ class CompressWidget(SourceLayerDock):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, "%v / %m steps", parent)
         self._worker_started = False
+        self._holds_switch_interval = False
         self.trainer = None
         self.model = None  # the latest GaussianVolume (snapshot or final)
         self.result = None  # the final Result
@@ -227,7 +228,9 @@ class CompressWidget(SourceLayerDock):
         if not self._worker_started:  # still setting up the layers: no thread to wait for
             self._on_finished()
             return True
-        return self.thread_done.wait(wait_ms / 1000.0)
+        done = self.thread_done.wait(wait_ms / 1000.0)
+        self._hold_switch_interval(False)  # the finished signal may never be delivered now
+        return done
 
     def _set_running(self, running: bool):
         self.start_button.setEnabled(not running and self.check_layer(self.selected_layer()) is None)
@@ -282,6 +285,7 @@ class CompressWidget(SourceLayerDock):
         self.eta_label.setText(f"training failed: {exc}")
 
     def _on_finished(self):
+        self._hold_switch_interval(False)
         self.worker = None
         self.trainer = None
         self._set_running(False)
@@ -362,10 +366,20 @@ class CompressWidget(SourceLayerDock):
         return layer is not None and layer in self.viewer.layers
 
     def _start_worker(self):
-        """Start the training thread created by ``start`` (once)."""
+        """Start the training thread created by ``start`` (once), with a short switch interval while it runs."""
         if self.worker is not None and not self._worker_started:
             self._worker_started = True
+            self._hold_switch_interval(True)
             self.worker.start()
+
+    def _hold_switch_interval(self, hold: bool):
+        from ._training_loop import TRAINING_SWITCH_INTERVAL
+
+        if hold and not self._holds_switch_interval:
+            TRAINING_SWITCH_INTERVAL.acquire()
+        elif not hold and self._holds_switch_interval:
+            TRAINING_SWITCH_INTERVAL.release()
+        self._holds_switch_interval = hold
 
     def _show_model(self, gv, recon, step, features=None):
         """Show a model: the reconstruction now, the points ``points_delay_ms`` later.

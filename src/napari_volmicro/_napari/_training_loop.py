@@ -85,6 +85,46 @@ def decode_preview(gv, max_voxels: int, evaluator: str | None = None):
     return gv.decode(region, evaluator=evaluator or dense_evaluator_name()), step
 
 
+class SwitchIntervalHold:
+    """Python's thread switch interval, lowered while at least one holder needs it (main thread only).
+
+    A thread that gives up the global lock (a large numpy call, a Qt paint)
+    waits up to the switch interval (5 ms by default) to get it back while
+    another thread runs Python, so a GUI handler that does so a few times while
+    a training thread runs can take 2-3x its own time (``benchmarks/gui.py
+    --switch-interval``, two runs each, both windows: the longest
+    reconstruction update 7-33 ms with 5 ms, 7-10 ms with 1 ms). The
+    interval is process-wide, so it is lowered only while a training runs and
+    put back when the last holder releases it (unless someone else changed it
+    meanwhile).
+    """
+
+    def __init__(self, seconds: float = 0.001):
+        self.seconds = float(seconds)
+        self.holders = 0
+        self._saved: float | None = None
+
+    def acquire(self) -> None:
+        if self.holders == 0:
+            self._saved = sys.getswitchinterval()
+            if self.seconds < self._saved:
+                sys.setswitchinterval(self.seconds)
+        self.holders += 1
+
+    def release(self) -> None:
+        if self.holders == 0:
+            return
+        self.holders -= 1
+        if self.holders == 0 and self._saved is not None:
+            if abs(sys.getswitchinterval() - min(self.seconds, self._saved)) < 1e-7:
+                sys.setswitchinterval(self._saved)
+            self._saved = None
+
+
+#: The one hold training widgets share.
+TRAINING_SWITCH_INTERVAL = SwitchIntervalHold()
+
+
 def lower_thread_priority(nice: int = 10) -> bool:
     """Let the calling thread yield the CPU to the GUI: set its nice value to ``nice`` (Linux).
 
