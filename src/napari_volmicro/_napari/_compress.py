@@ -337,7 +337,9 @@ class CompressWidget(SourceLayerDock):
         scale = self._placement[0]
         shape, step = preview_shape(volume.shape)
         if int(np.prod(shape)) * volume.dtype.itemsize <= self.recon_copy_max_bytes:
-            self._recon_buffer = np.zeros(shape, volume.dtype)
+            # written now (np.full, not np.zeros): the first write to fresh pages cost up to
+            # 40 ms on this VM, which would otherwise fall in the first live update
+            self._recon_buffer = np.full(shape, 0, volume.dtype)
             return self._recon_buffer, tuple(float(s) * st for s, st in zip(scale, step))
         self._recon_buffer = None
         return np.broadcast_to(np.zeros((1, 1, 1), volume.dtype), volume.shape), scale
