@@ -64,6 +64,7 @@ def tile_edge(shape) -> int:
     """Tile edge (output voxels) for a region of ``shape`` output voxels."""
     return PLANE_TILE if min(shape) == 1 else TILE
 
+
 #: Relative bound on faiss's float32 squared-distance error (of |q|^2 + |c|^2).
 _FAISS_REL_ERR = 2e-6
 
