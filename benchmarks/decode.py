@@ -6,6 +6,9 @@ Prints a table and, last, one JSON line. Measures:
   MVox/s, best of ``--repeats`` after a warm-up;
 - 128^3 region decode (cut to the grid's 100 Z planes: 100 x 128 x 128), dense
   and KNN (K=32): median ms over ``--regions`` random regions;
+- one-plane slice decode (1 x 256 x 256, what the napari Browse widget asks for
+  in a 1024 x 1024 view), dense and KNN (K=32): median ms over 3 x ``--regions``
+  random slices;
 - peak memory of the dense full decode relative to the output array (in a
   fresh subprocess: RSS high-water mark after the decode minus the resident
   size before it, so the output array and numba's allocations included);
@@ -37,6 +40,7 @@ import numpy as np
 SHAPE = (100, 647, 813)
 N_GAUSSIANS = 20_000
 REGION = 128
+SLICE = 256
 
 
 def model(quick: bool):
@@ -178,6 +182,11 @@ def main(argv=None) -> int:
     res["region_shape"] = [s.stop - s.start for s in regions[0]]
     res["dense_region_ms"], res["dense_region_cpu_ms"] = median_ms(gv, regions, "dense")
     res["knn_region_ms"], res["knn_region_cpu_ms"] = median_ms(gv, regions, "knn", k=32)
+    # One-plane slices, as the napari Browse widget decodes them.
+    slices = [(slice(r[0].start, r[0].start + 1),) + r[1:] for r in random_regions(gv.shape, SLICE, 3 * args.regions, 1)]
+    res["slice_shape"] = [s.stop - s.start for s in slices[0]]
+    res["dense_slice_ms"], _ = median_ms(gv, slices, "dense")
+    res["knn_slice_ms"], res["knn_slice_cpu_ms"] = median_ms(gv, slices, "knn", k=32)
 
     # Peak memory of the dense full decode (fresh process).
     peak = _child(_PEAK_CODE.format(here=here, quick=args.quick))
@@ -220,6 +229,8 @@ def main(argv=None) -> int:
         ("dense full decode (float32 model)", f"{res['dense_full_float32_mvox_s']:.0f} MVox/s", ""),
         ("dense region " + "x".join(map(str, res["region_shape"])), f"{res['dense_region_ms']:.1f} ms", f"median, target <= 15 ms; {res['dense_region_cpu_ms']:.1f} CPU-ms"),
         ("knn K=32 region " + "x".join(map(str, res["region_shape"])), f"{res['knn_region_ms']:.1f} ms", f"median, target <= 250 ms; {res['knn_region_cpu_ms']:.1f} CPU-ms"),
+        ("dense slice " + "x".join(map(str, res["slice_shape"])), f"{res['dense_slice_ms']:.1f} ms", "median"),
+        ("knn K=32 slice " + "x".join(map(str, res["slice_shape"])), f"{res['knn_slice_ms']:.1f} ms", f"median; {res['knn_slice_cpu_ms']:.1f} CPU-ms"),
         ("dense peak memory / output", f"{res['dense_peak_over_output']:.2f}x", "target <= 1.5x"),
         ("fresh process: import", f"{first['import_s']:.2f} s", ""),
         ("fresh process: first dense decode", f"{first['first_dense_s']:.2f} s", f"cache misses {first['cache_misses']}"),

@@ -233,20 +233,10 @@ class CompressWidget(SourceLayerDock):
         return done
 
     def _set_running(self, running: bool):
-        self.start_button.setEnabled(not running and self.check_layer(self.selected_layer()) is None)
-        self.stop_button.setEnabled(running)
+        super()._set_running(running)
         self.save_button.setEnabled(not running and self.model is not None)
 
     # -- updates (main thread) ------------------------------------------------------------
-
-    def _set_progress(self, value: int):
-        """``QProgressBar.setValue`` repaints at once, and in napari's window that can
-        redraw the whole canvas inside our handler; this defers the paint to Qt's
-        ordinary update cycle."""
-        bar = self.progress
-        bar.setUpdatesEnabled(False)
-        bar.setValue(value)
-        bar.setUpdatesEnabled(True)
 
     def _on_update(self, upd):
         self.progress.setMaximum(max(1, int(upd.total_steps)))

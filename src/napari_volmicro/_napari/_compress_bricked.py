@@ -275,19 +275,11 @@ class BrickedCompressWidget(SourceLayerDock):
         return self.thread_done.wait((self.abort_wait_ms if wait_ms is None else wait_ms) / 1000.0)
 
     def _set_running(self, running: bool):
-        self.start_button.setEnabled(not running and self.check_layer(self.selected_layer()) is None)
-        self.stop_button.setEnabled(running)
+        super()._set_running(running)
         for w in (self.layer_combo, self.resume_check, self.output_edit, self.browse_button):
             w.setEnabled(not running)
 
     # -- updates (main thread) ------------------------------------------------------------
-
-    def _set_progress(self, value: int):
-        """Set the bar without an immediate repaint (see the Compress widget)."""
-        bar = self.progress
-        bar.setUpdatesEnabled(False)
-        bar.setValue(value)
-        bar.setUpdatesEnabled(True)
 
     def _on_update(self, upd):
         if upd.phase == "starting":

@@ -168,6 +168,20 @@ class SourceLayerDock(QWidget):
     def running(self) -> bool:
         return self.worker is not None
 
+    def _set_running(self, running: bool):
+        """Enable Start (when the layer is usable) or Stop; subclasses add their own controls."""
+        self.start_button.setEnabled(not running and self.check_layer(self.selected_layer()) is None)
+        self.stop_button.setEnabled(running)
+
+    def _set_progress(self, value: int):
+        """``QProgressBar.setValue`` repaints at once, and in napari's window that can
+        redraw the whole canvas inside our handler; this defers the paint to Qt's
+        ordinary update cycle."""
+        bar = self.progress
+        bar.setUpdatesEnabled(False)
+        bar.setValue(value)
+        bar.setUpdatesEnabled(True)
+
     def _layer_to_start(self, busy: str):
         """The selected layer if a run may start on it, else None after telling the user why
         (``busy`` when a run is going on, else what is wrong with the layer)."""
