@@ -127,6 +127,14 @@ def build_model(parts: list[dict], shape, **fields) -> GaussianVolume:
     )
 
 
+def with_residual(model: GaussianVolume, layer) -> GaussianVolume:
+    """``model`` carrying the enhancement ``layer`` (None: ``model`` itself). A no-op while
+    ``GaussianVolume`` has no ``residual`` field."""
+    if layer is None or "residual" not in GaussianVolume.__dataclass_fields__:
+        return model
+    return model.replace(residual=layer)
+
+
 def reach_box(gv: GaussianVolume) -> tuple[np.ndarray, np.ndarray]:
     """float32 box containing every Gaussian's 3-sigma box, widened by ``REACH_MARGIN`` and rounded outward.
 

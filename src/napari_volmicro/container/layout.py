@@ -63,6 +63,9 @@ PLANES = 11
 
 #: section type of the coarse background field (``background.py``)
 SECTION_BACKGROUND = 1
+#: section type of the enhancement (residual) layer: an opaque blob that carries its own per-block
+#: index and checksums (``napari_volmicro.residual``); written optional, read lazily by block
+SECTION_RESIDUAL = 2
 #: section flag bit: a reader that does not know the section type must refuse the file
 SECTION_REQUIRED = 0x0001
 #: header of the background section payload: dtype code, 3 reserved bytes, grid shape (z, y, x)

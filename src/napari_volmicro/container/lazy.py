@@ -99,6 +99,11 @@ class LazyGaussianVolume(GaussianVolume):
     def n_gaussians(self) -> int:
         return self.vmg.n_gaussians
 
+    @property
+    def residual(self):
+        """The file's enhancement layer (``VmgFile.residual_layer``: opened on first use), or None."""
+        return self.vmg.residual_layer()
+
     # -- regions ------------------------------------------------------------------------
 
     def region_model(self, region=None) -> GaussianVolume:
@@ -145,9 +150,10 @@ class LazyGaussianVolume(GaussianVolume):
                 for b in vmg.bricks:
                     yield vmg._read(b.offset, b.nbytes, fh)
 
+        residual = vmg.residual_payload()  # CRC checked, so a corrupt layer is never re-signed
         write_bricks(path, shape=self.shape, spacing=self.spacing, mapping=self.mapping,
                      background=self.background, bricks=vmg.bricks, payloads=payloads(),
-                     version=vmg.header.version)
+                     version=vmg.header.version, residual=residual)
         return Path(path)
 
     # -- identity -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -22,10 +23,11 @@ from ..gaussians import GaussianVolume
 from ..intensity import CODE_DTYPES, IntensityMapping
 from ..metrics import bpp, ratio
 from ..region import RegionGrid, normalize_region
-from .codec import build_model, dequantize_brick, parse_background, raw_bounds
+from .codec import build_model, dequantize_brick, parse_background, raw_bounds, with_residual
 from .layout import (
     HEADER_SIZE,
     SECTION_BACKGROUND,
+    SECTION_RESIDUAL,
     BrickInfo,
     Header,
     SectionInfo,
@@ -120,7 +122,15 @@ class VmgFile:
 
     def _read_sections(self) -> np.ndarray | None:
         background = None
+        self._residual_index = None
         for i, s in enumerate(self.sections):
+            if s.type == SECTION_RESIDUAL:
+                if self._residual_index is not None:
+                    raise FormatError(f"{self.name}: more than one enhancement (residual) section")
+                # not read on opening: the layer reads its blocks through read_section_range (the
+                # blob carries its own per-block checksums); verify() checks the section's CRC
+                self._residual_index = i
+                continue
             data = self._read(s.offset, s.length)
             if crc32(data) != s.crc:
                 raise ChecksumError(
@@ -138,6 +148,81 @@ class VmgFile:
                 )
             # unknown optional sections are skipped (their checksum was still verified)
         return background
+
+    # -- the enhancement (residual) section ------------------------------------------------
+
+    def section_range(self, kind: int = SECTION_RESIDUAL) -> tuple[int, int] | None:
+        """(absolute file offset, length in bytes) of the first section of type ``kind``
+        (default: the enhancement layer, ``layout.SECTION_RESIDUAL``), or None if the file has none."""
+        for s in self.sections:
+            if s.type == kind:
+                return s.offset, s.length
+        return None
+
+    def read_section_range(self, offset: int, length: int, kind: int = SECTION_RESIDUAL) -> bytes:
+        """``length`` bytes starting ``offset`` bytes into the section of type ``kind`` (default: the
+        enhancement layer). Offsets usually come from the file (the layer's own block index), so a
+        range outside the section is a ``FormatError`` naming the file; the bytes are not checked
+        (the layer checks its blocks' own checksums; ``verify`` checks the whole section's CRC)."""
+        where = self.section_range(kind)
+        if where is None:
+            raise FormatError(f"{self.name}: has no section of type {kind}")
+        start, size = where
+        if isinstance(offset, bool) or isinstance(length, bool):
+            raise FormatError(f"{self.name}: section {kind}: range {offset!r}+{length!r} is not two integers")
+        try:
+            offset, length = int(offset), int(length)
+        except (TypeError, ValueError):
+            raise FormatError(f"{self.name}: section {kind}: range {offset!r}+{length!r} is not two integers") from None
+        if offset < 0 or length < 0 or offset + length > size:
+            raise FormatError(
+                f"{self.name}: section {kind}: bytes {offset}..{offset + length} lie outside its {size} bytes"
+            )
+        with self._lock:
+            return self._read(start + offset, length)
+
+    def residual_layer(self):
+        """The enhancement layer of this file (``napari_volmicro.residual.open_layer(self)``, opened
+        on first call and kept), or None when the file has no residual section or this package has
+        no ``residual`` module."""
+        if self._residual_index is None:
+            return None
+        with self._lock:
+            if not hasattr(self, "_layer"):
+                try:
+                    from ..residual import open_layer
+                except ImportError:
+                    self._layer = None
+                else:
+                    self._layer = open_layer(self)
+            return self._layer
+
+    def residual_payload(self) -> bytes | None:
+        """The whole enhancement-layer section (CRC checked), or None; for copying a file."""
+        if self._residual_index is None:
+            return None
+        s = self.sections[self._residual_index]
+        data = self._read(s.offset, s.length)
+        if crc32(data) != s.crc:
+            raise ChecksumError(
+                f"{self.name}: section {self._residual_index} (type {s.type}) checksum mismatch "
+                f"(bytes {s.offset}-{s.end - 1} are corrupt)"
+            )
+        return data
+
+    def _check_section_crc(self, i: int) -> None:
+        """Read section ``i`` in 16 MiB pieces and check its CRC (``ChecksumError``)."""
+        s = self.sections[i]
+        crc, pos = 0, s.offset
+        with open(self.path, "rb") as fh:
+            while pos < s.end:
+                n = min(s.end - pos, 1 << 24)
+                crc = zlib.crc32(self._read(pos, n, fh), crc)
+                pos += n
+        if crc & 0xFFFFFFFF != s.crc:
+            raise ChecksumError(
+                f"{self.name}: section {i} (type {s.type}) checksum mismatch (bytes {s.offset}-{s.end - 1} are corrupt)"
+            )
 
     # -- metadata -----------------------------------------------------------------------
 
@@ -174,6 +259,7 @@ class VmgFile:
             "n_gaussians": h.n_gaussians,
             "n_bricks": h.n_bricks,
             "background_shape": None if self.background is None else list(self.background.shape),
+            "residual_bytes": None if self._residual_index is None else self.sections[self._residual_index].length,
             "file_bytes": self.file_bytes,
             "expected_bytes": self.expected_bytes,
             "complete": self.complete,
@@ -306,9 +392,11 @@ class VmgFile:
         return self.load_bricks(self.bricks_for_region(region))
 
     def load(self) -> GaussianVolume:
-        """The whole model; ``FormatError`` if the file is truncated."""
+        """The whole model (with its enhancement layer attached, when the file has one and this
+        package reads it); ``FormatError`` if the file is truncated."""
         self.check_complete()
-        return self.load_bricks(range(len(self.bricks)), cache=False)
+        model = self.load_bricks(range(len(self.bricks)), cache=False)
+        return with_residual(model, self.residual_layer())
 
     def check_complete(self) -> None:
         """``FormatError`` if the file is cut short (some bricks' payloads are missing)."""
@@ -320,8 +408,14 @@ class VmgFile:
             )
 
     def verify(self) -> None:
-        """Read and check every brick (checksums, values, reach boxes); raises ``FormatError``."""
-        self.load()
+        """Read and check every brick (checksums, values, reach boxes) and the CRC of every section not
+        read on opening; raises ``FormatError``. Memory: one brick at a time."""
+        self.check_complete()
+        if self._residual_index is not None:
+            self._check_section_crc(self._residual_index)
+        with self._lock, open(self.path, "rb") as fh:
+            for i in range(len(self.bricks)):
+                self._load_brick(i, fh)
 
 
 def _fmt(box) -> str:

@@ -35,6 +35,7 @@ from .codec import (
     quantize_brick,
     raw_arrays,
     reach_box,
+    with_residual,
 )
 from .layout import (
     FORMAT_VERSION,
@@ -42,6 +43,7 @@ from .layout import (
     SECTION,
     SECTION_BACKGROUND,
     SECTION_REQUIRED,
+    SECTION_RESIDUAL,
     TABLE_CRC_SIZE,
     BrickInfo,
     Header,
@@ -57,6 +59,18 @@ class _PlannedBrick:
     core_lo: tuple[int, int, int]
     core_hi: tuple[int, int, int]
     index: np.ndarray  # which Gaussians of the model, in order
+
+
+def residual_payload(gv) -> bytes | None:
+    """The enhancement-layer section payload of ``gv`` (``gv.residual.to_bytes()``), or None when the
+    model has no such layer (``getattr``: works before ``GaussianVolume`` grows the field)."""
+    layer = getattr(gv, "residual", None)
+    if layer is None:
+        return None
+    data = layer.to_bytes()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"residual.to_bytes() must return bytes, got {type(data).__name__}")
+    return bytes(data)
 
 
 def _check_model(gv) -> GaussianVolume:
@@ -111,7 +125,8 @@ def quantize(gv: GaussianVolume, *, brick_shape=None, version: int = FORMAT_VERS
     """Exactly the model ``save`` would store and ``load`` return, without any file I/O."""
     gv = _check_model(gv)
     parts = [part[-1] for part in _quantized_parts(gv, brick_shape, check_version(version))]
-    return build_model(parts, gv.shape, spacing=gv.spacing, mapping=gv.mapping, background=gv.background)
+    model = build_model(parts, gv.shape, spacing=gv.spacing, mapping=gv.mapping, background=gv.background)
+    return with_residual(model, getattr(gv, "residual", None))
 
 
 def file_size(gv: GaussianVolume, *, brick_shape=None, version: int = FORMAT_VERSION) -> int:
@@ -127,6 +142,9 @@ def file_size(gv: GaussianVolume, *, brick_shape=None, version: int = FORMAT_VER
     size += sum(payload_size(planes, version) for _, _, _, planes, _ in parts)
     if gv.background is not None:
         size += SECTION.size + background_payload_size(gv.background)
+    residual = residual_payload(gv)
+    if residual is not None:
+        size += SECTION.size + len(residual)
     return size
 
 
@@ -164,15 +182,18 @@ class FileLayout:
 
 
 def lay_out(*, shape, spacing, mapping: IntensityMapping, background, bricks,
-            version: int = FORMAT_VERSION) -> FileLayout:
+            version: int = FORMAT_VERSION, residual: bytes | None = None) -> FileLayout:
     """Lay out a ``.vmg`` of format ``version`` holding ``bricks`` (``BrickInfo`` entries in file
     order, with payloads of that version; their offsets are ignored and assigned here, payloads
     packed in order after the sections). ``background``: the coarse field (float grid) or None.
-    The one place the file's layout is decided."""
+    ``residual``: the enhancement layer's section payload (opaque bytes, an optional section after
+    the background) or None. The one place the file's layout is decided."""
     version = check_version(version)
     section_payloads = []
     if background is not None:
         section_payloads.append((SECTION_BACKGROUND, SECTION_REQUIRED, background_payload(background)))
+    if residual is not None:
+        section_payloads.append((SECTION_RESIDUAL, 0, bytes(residual)))
     header = Header(
         version=version,
         flags=0,
@@ -201,7 +222,7 @@ def lay_out(*, shape, spacing, mapping: IntensityMapping, background, bricks,
 
 
 def write_bricks(path, *, shape, spacing, mapping: IntensityMapping, background=None, bricks, payloads,
-                 version: int = FORMAT_VERSION) -> int:
+                 version: int = FORMAT_VERSION, residual: bytes | None = None) -> int:
     """Write a ``.vmg`` atomically, streaming the brick payloads one at a time; returns its size.
 
     bricks: ``BrickInfo`` entries in file order (e.g. from ``brick_entry``; offsets are assigned
@@ -209,11 +230,12 @@ def write_bricks(path, *, shape, spacing, mapping: IntensityMapping, background=
     while writing, so only one payload need be in memory. version: the format of the entries and
     payloads (a copy of a version-1 file stays version 1). Each payload is checked against its
     entry (length and CRC) as it is written; a mismatch raises ``VolmicroError`` before the
-    rename, so a bad file never replaces a good one.
+    rename, so a bad file never replaces a good one. residual: the enhancement-layer section
+    payload (bytes) or None.
     """
     path = Path(path)
     layout = lay_out(shape=shape, spacing=spacing, mapping=mapping, background=background, bricks=bricks,
-                     version=version)
+                     version=version, residual=residual)
 
     def write(fh):
         fh.write(layout.head)
@@ -255,7 +277,7 @@ def to_bytes(gv: GaussianVolume, *, brick_shape=None, version: int = FORMAT_VERS
     version = check_version(version)
     entries, payloads = _entries(gv, brick_shape, version)
     layout = lay_out(shape=gv.shape, spacing=gv.spacing, mapping=gv.mapping, background=gv.background,
-                     bricks=entries, version=version)
+                     bricks=entries, version=version, residual=residual_payload(gv))
     out = b"".join([layout.head, *payloads])
     assert len(out) == layout.size
     return out
@@ -275,5 +297,5 @@ def save(gv: GaussianVolume, path, *, brick_shape=None, version: int = FORMAT_VE
     version = check_version(version)
     entries, payloads = _entries(gv, brick_shape, version)
     write_bricks(path, shape=gv.shape, spacing=gv.spacing, mapping=gv.mapping, background=gv.background,
-                 bricks=entries, payloads=payloads, version=version)
+                 bricks=entries, payloads=payloads, version=version, residual=residual_payload(gv))
     return Path(path)
