@@ -32,52 +32,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numba as nb  # noqa: E402
 import numpy as np  # noqa: E402
 
-CUTOFF_D2 = 9.0
+from .. import _footprint as F  # noqa: E402
+
+CUTOFF_D2 = F.CUTOFF_D2
 #: fixed number of partial buffers/sums, so results do not depend on the thread count
 N_CHUNKS = 4
 
-@nb.njit(cache=True, inline="always")
-def _axis_range(c, h, off, stride, n):
-    lo = math.ceil((c - h - off) / stride)
-    hi = math.floor((c + h - off) / stride)
-    if lo < 0:
-        lo = 0
-    if hi > n - 1:
-        hi = n - 1
-    return lo, hi
-
-@nb.njit(cache=True, inline="always")
-def _row_span(b, c, pxx, cx, off_x, sx, nx):
-    """Lattice x-indices ``ix0..ix1`` of one row inside the 3-sigma ellipsoid (``ix0 > ix1``: none).
-
-    The row's d^2 - 9 is ``pxx dx^2 + 2 b dx + c`` with ``dx = x - cx``; its roots bound the span.
-    """
-    disc = b * b - pxx * c
-    if disc < 0.0:
-        return 1, 0
-    sq = math.sqrt(disc)
-    xlo = cx + (-b - sq) / pxx
-    xhi = cx + (-b + sq) / pxx
-    ix0 = math.ceil((xlo - off_x) / sx)
-    ix1 = math.floor((xhi - off_x) / sx)
-    if ix0 < 0:
-        ix0 = 0
-    if ix1 > nx - 1:
-        ix1 = nx - 1
-    return ix0, ix1
-
-
-@nb.njit(cache=True, inline="always")
-def _row_start(cst, b, pxx, dx0, sx):
-    """``exp(-d^2/2)`` at a row's first sample and the ratio to the next one.
-
-    Along a row ``d^2`` is quadratic in x, so successive values of
-    ``g = exp(-d^2/2)`` follow ``g <- g * ratio; ratio <- ratio * q`` with
-    ``q = exp(-pxx sx^2)``: two multiplications per sample instead of an
-    ``exp`` (relative drift ~1e-16 per sample in float64).
-    """
-    d2 = cst + dx0 * (2.0 * b + pxx * dx0)
-    return math.exp(-0.5 * d2), math.exp(-0.5 * sx * (2.0 * b + pxx * (2.0 * dx0 + sx)))
+# The per-row math is shared with the GPU kernels (``_footprint.py``).
+_inline = nb.njit(cache=True, inline="always")
+_axis_range = _inline(F.axis_range)
+_row_coeffs = _inline(F.row_coeffs)
+_row_span = _inline(F.row_span)
+_row_d2 = _inline(F.row_d2)
+_row_start = _inline(F.row_start)
+_row_moments = _inline(F.row_moments)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -101,8 +69,7 @@ def _splat_one(i, centers, prec, amps, half, off, stride, shape, out, za, zb):
         dz = off[0] + stride[0] * iz - cz
         for iy in range(y0, y1 + 1):
             dy = off[1] + stride[1] * iy - cy
-            b = pzx * dz + pyx * dy
-            c = pzz * dz * dz + 2.0 * pzy * dz * dy + pyy * dy * dy - CUTOFF_D2
+            b, c = _row_coeffs(pzz, pyy, pzy, pzx, pyx, dz, dy)
             ix0, ix1 = _row_span(b, c, pxx, cx, off[2], sx, nx)
             if ix0 > ix1:
                 continue
@@ -111,7 +78,7 @@ def _splat_one(i, centers, prec, amps, half, off, stride, shape, out, za, zb):
             g, ratio = _row_start(cst, b, pxx, off[2] + sx * ix0 - cx, sx)
             for ix in range(ix0, ix1 + 1):
                 dx = off[2] + sx * ix - cx
-                d2 = cst + dx * (2.0 * b + pxx * dx)
+                d2 = _row_d2(cst, b, pxx, dx)
                 if d2 <= CUTOFF_D2:
                     out[base + ix] += w * g
                 g *= ratio
@@ -157,8 +124,7 @@ def _grad_one(i, centers, prec, half, off, stride, shape, r, acc):
         dz = off[0] + stride[0] * iz - cz
         for iy in range(y0, y1 + 1):
             dy = off[1] + stride[1] * iy - cy
-            b = pzx * dz + pyx * dy
-            c = pzz * dz * dz + 2.0 * pzy * dz * dy + pyy * dy * dy - CUTOFF_D2
+            b, c = _row_coeffs(pzz, pyy, pzy, pzx, pyx, dz, dy)
             ix0, ix1 = _row_span(b, c, pxx, cx, off[2], sx, nx)
             if ix0 > ix1:
                 continue
@@ -168,7 +134,7 @@ def _grad_one(i, centers, prec, half, off, stride, shape, r, acc):
             r0 = r1 = r2 = 0.0
             for ix in range(ix0, ix1 + 1):
                 dx = off[2] + sx * ix - cx
-                d2 = cst + dx * (2.0 * b + pxx * dx)
+                d2 = _row_d2(cst, b, pxx, dx)
                 if d2 <= CUTOFF_D2:
                     rg = r[base + ix] * g
                     r0 += rg
@@ -176,16 +142,17 @@ def _grad_one(i, centers, prec, half, off, stride, shape, r, acc):
                     r2 += rg * dx * dx
                 g *= ratio
                 ratio *= q
-            s0 += r0
-            s1 += r0 * dz
-            s2 += r0 * dy
-            s3 += r1
-            s4 += r0 * dz * dz
-            s5 += r0 * dy * dy
-            s6 += r2
-            s7 += r0 * dz * dy
-            s8 += r1 * dz
-            s9 += r1 * dy
+            m = _row_moments(r0, r1, r2, dz, dy)
+            s0 += m[0]
+            s1 += m[1]
+            s2 += m[2]
+            s3 += m[3]
+            s4 += m[4]
+            s5 += m[5]
+            s6 += m[6]
+            s7 += m[7]
+            s8 += m[8]
+            s9 += m[9]
     acc[i, 0] = s0
     acc[i, 1] = s1
     acc[i, 2] = s2
