@@ -29,8 +29,8 @@ CUTOFF_D2 = 9.0
 
 def axis_range(c, h, off, stride, n):
     """Lattice indices ``lo..hi`` (clipped to ``0..n-1``) inside ``[c - h, c + h]``; ``lo > hi``: none."""
-    lo = math.ceil((c - h - off) / stride)
-    hi = math.floor((c + h - off) / stride)
+    lo = int(math.ceil((c - h - off) / stride))  # int(): CUDA's ceil/floor return floats
+    hi = int(math.floor((c + h - off) / stride))
     if lo < 0:
         lo = 0
     if hi > n - 1:
@@ -57,8 +57,8 @@ def row_span(b, c, pxx, cx, off_x, sx, nx):
     sq = math.sqrt(disc)
     xlo = cx + (-b - sq) / pxx
     xhi = cx + (-b + sq) / pxx
-    ix0 = math.ceil((xlo - off_x) / sx)
-    ix1 = math.floor((xhi - off_x) / sx)
+    ix0 = int(math.ceil((xlo - off_x) / sx))
+    ix1 = int(math.floor((xhi - off_x) / sx))
     if ix0 < 0:
         ix0 = 0
     if ix1 > nx - 1:
@@ -91,6 +91,15 @@ def row_moments(r0, r1, r2, dz, dy):
     dy^2, dx^2, dz dy, dz dx, dy dx] for that row.
     """
     return (r0, r0 * dz, r0 * dy, r1, r0 * dz * dz, r0 * dy * dy, r2, r0 * dz * dy, r1 * dz, r1 * dy)
+
+
+def round_half_even(v):
+    """``v`` rounded to the nearest integer, ties to even (as ``numpy.rint``), as a float."""
+    f = math.floor(v)
+    d = v - f
+    if d > 0.5 or (d == 0.5 and f - 2.0 * math.floor(0.5 * f) != 0.0):
+        f += 1
+    return float(f)
 
 
 def fixed_point_scale(abs_amp_sum):

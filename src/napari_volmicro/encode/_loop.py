@@ -78,7 +78,9 @@ class TrainingLoop:
             c, s, q, a = init_uniform(v, n0, rng, sigma=sig, lattice=init_lat)
         else:
             c, s, q, a = init_from_data(v, occupied, n0, rng, lattice=init_lat)
-        dev = tr.device
+        # torch device of the parameters, optimiser and lattice data; ``kernels``: which footprint kernels
+        self.kernels = tr.device
+        dev = self.dev = "cpu" if tr.device == "cpu" else _gpu_torch_device()
         self.params = GaussianParameters(self.shape, c, s, q, a, device=dev)
         self.field = None
         if tr.field_shape is not None:
@@ -100,6 +102,7 @@ class TrainingLoop:
         self.tau_size = cfg.tau_size_fraction * ext
         self._cache = {}
         self._zeros = {}
+        self._device_cache = {}
         # cache every lattice offset's data when that costs at most ~2 volumes of memory
         self._cache_ok = int(np.prod(cfg.stride)) <= 8
 
@@ -118,8 +121,8 @@ class TrainingLoop:
         hit = self._cache.get(lat.offset)
         if hit is not None:
             return hit
-        cfg, sl, dev = self.cfg, lat.slices, self.tr.device
-        t = torch.from_numpy(np.ascontiguousarray(self.target[sl]).reshape(-1)).to(dev)
+        cfg, sl = self.cfg, lat.slices
+        t = torch.from_numpy(np.ascontiguousarray(self.target[sl]).reshape(-1))
         w = np.ones(lat.size, np.float32)
         if self.weights is not None:
             w = np.ascontiguousarray(self.weights[sl]).reshape(-1).copy()
@@ -135,11 +138,23 @@ class TrainingLoop:
             self._cache[lat.offset] = hit
         return hit
 
+    def _lattice_tensors(self, lat):
+        """``_lattice_data`` as flat float32 tensors on the training device (the GPU kernels' input), cached alike."""
+        key = (lat.offset, lat.stride)
+        hit = self._device_cache.get(key)
+        if hit is None:
+            t, w = self._lattice_data(lat)
+            hit = (torch.from_numpy(t).to(self.dev), torch.from_numpy(w).to(self.dev))
+            if self._cache_ok and lat.stride == tuple(self.cfg.stride):
+                self._device_cache[key] = hit
+        return hit
+
     def _step(self, step):
         cfg, p = self.cfg, self.params
         lat = self._lattice()
-        dev = self.tr.device
-        t, wm = self._lattice_data(lat)
+        dev = self.dev
+        gpu = self.kernels == "cuda"
+        t, wm = self._lattice_tensors(lat) if gpu else self._lattice_data(lat)
         frac = step / max(1, self.tr.total_steps)
         for g, lr in zip(self.opt.param_groups, self.base_lrs):
             g["lr"] = lr * (1.0 - (1.0 - cfg.lr_final_decay) * frac)
@@ -157,12 +172,17 @@ class TrainingLoop:
             prec = (rot * (scales**-2)[:, None, :]) @ rot.transpose(1, 2)
             with torch.no_grad():
                 cov_diag = ((rot * rot) * (scales**2)[:, None, :]).sum(2)
-                half = (3.0 * torch.sqrt(cov_diag)).double().cpu().numpy()
-            loss = splat_loss(amps, p.centers(), prec6_from_matrices(prec), bg, half, lat, t, wm, info)
+                half = (3.0 * torch.sqrt(cov_diag)).double()
+                if not gpu:
+                    half = half.cpu().numpy()
+            loss = splat_loss(amps, p.centers(), prec6_from_matrices(prec), bg, half, lat, t, wm, info,
+                              kernels=self.kernels)
         else:
             amps = scales = None
-            z = torch.zeros(0)
-            loss = splat_loss(z, torch.zeros(0, 3), torch.zeros(0, 6), bg, np.zeros((0, 3)), lat, t, wm, info)
+            z = torch.zeros(0, device=dev)
+            h0 = torch.zeros((0, 3), dtype=torch.float64, device=dev) if gpu else np.zeros((0, 3))
+            loss = splat_loss(z, torch.zeros(0, 3, device=dev), torch.zeros(0, 6, device=dev), bg, h0, lat, t, wm,
+                              info, kernels=self.kernels)
         if amps is not None:
             loss = loss + cfg.lambda_sparse * losses.sparsity(amps)
             loss = loss + cfg.lambda_scale * losses.scale_bounds(scales, cfg.s_min, self.s_max)
@@ -182,7 +202,7 @@ class TrainingLoop:
         cfg, tr = self.cfg, self.tr
         main_steps = self.main_steps
         if cfg.relocate and step > 0 and step % cfg.relocate_every == 0 and step < cfg.relocate_until * main_steps:
-            res = -diff
+            res = -(diff.cpu().numpy() if torch.is_tensor(diff) else diff)
             if self.mask is not None:
                 res = res * np.ascontiguousarray(self.mask[lat.slices]).reshape(-1)
 
@@ -224,6 +244,16 @@ class TrainingLoop:
         torch.set_num_threads(1)
         try:
             yield from self._run()
+        except Exception as e:
+            from ..gpu import is_out_of_memory, out_of_memory_error
+
+            if self.tr.device == "cuda" and is_out_of_memory(e):
+                raise out_of_memory_error(
+                    f"training {self.tr.n_budget} Gaussians on", self.tr._volume.shape,
+                    "encode it in bricks (volmicro compress --bricks 256 ..., or compress_bricked), with a smaller "
+                    "budget, or on the CPU (--device cpu)",
+                ) from None
+            raise
         finally:
             torch.set_num_threads(threads)
 
@@ -264,6 +294,12 @@ class TrainingLoop:
         elapsed = time.perf_counter() - t0
         psnr = 10 * math.log10(self.peak**2 / mse) if mse > 0 and self.peak > 0 else float("inf")
         yield _snapshot(step if stopped else total, total, loss, psnr, gv.n_gaussians, elapsed, 0.0, True, stopped, gv)
+
+
+def _gpu_torch_device():
+    from ..gpu import torch_device
+
+    return torch_device()
 
 
 def _snapshot(*args):

@@ -27,7 +27,7 @@ def on_lattice(field: torch.Tensor, volume_shape, lattice: Lattice) -> torch.Ten
     """Field values on ``lattice`` (flattened, C order)."""
     gz, gy, gx = field.shape
     mats = [
-        axis_matrix(g, n, o + s * np.arange(m, dtype=np.float64))
+        axis_matrix(g, n, o + s * np.arange(m, dtype=np.float64)).to(field.device)
         for g, n, o, s, m in zip(field.shape, volume_shape, lattice.offset, lattice.stride, lattice.shape)
     ]
     t = torch.einsum("zi,ijk->zjk", mats[0], field)

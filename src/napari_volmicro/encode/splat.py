@@ -76,13 +76,45 @@ def splat_numpy(centers, prec6, amps, half, lattice: Lattice) -> np.ndarray:
     return out.reshape(lattice.shape)
 
 
+def _host(x) -> np.ndarray:
+    """float64 numpy copy of a tensor or array."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().double().cpu().numpy()
+    return np.ascontiguousarray(x, np.float64)
+
+
+def _gpu():
+    from .. import _cuda_footprint
+
+    return _cuda_footprint
+
+
+def _gpu_table(amps, centers, prec6, half):
+    """The GPU kernels' Gaussian table and fixed-point scale for these tensors."""
+    from .._footprint import fixed_point_scale
+
+    cf = _gpu()
+    h = half if isinstance(half, torch.Tensor) else torch.as_tensor(np.asarray(half, np.float64))
+    tab = cf.gaussian_table(centers, prec6, amps, h.to(amps.device))
+    scale = fixed_point_scale(float(amps.detach().double().abs().sum())) if len(amps) else 1.0
+    return tab, scale
+
+
 class _Splat(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, amps, centers, prec6, half, lattice):
+    def forward(ctx, amps, centers, prec6, half, lattice, kernels):
+        ctx.kernels = kernels
+        if kernels == "cuda":
+            cf = _gpu()
+            tab, scale = _gpu_table(amps, centers, prec6, half)
+            geom = cf.geometry(lattice)
+            out, rows = cf.splat_lattice(tab, geom, scale)
+            ctx.saved = (tab, geom, rows)
+            return out
         c = centers.detach().double().cpu().numpy()
         p = prec6.detach().double().cpu().numpy()
         a = amps.detach().double().cpu().numpy()
-        h = np.ascontiguousarray(half, np.float64)
+        h = _host(half)
         off, stride, shape = lattice.arrays()
         out = _kernels.splat_forward(c, p, a, h, off, stride, shape, n_threads())
         ctx.saved = (c, p, a, h, off, stride, shape)
@@ -90,17 +122,32 @@ class _Splat(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.kernels == "cuda":
+            tab, geom, rows = ctx.saved
+            acc = _gpu().splat_grad(tab, geom, grad_out.detach().float().contiguous(), rows)
+            g_amp, g_c, g_p = _gaussian_grads(acc, tab[:, 9], _prec6_of(tab))
+            return g_amp.float(), g_c.float(), g_p.float(), None, None, None
         c, p, a, h, off, stride, shape = ctx.saved
         r = np.ascontiguousarray(grad_out.detach().cpu().numpy(), np.float32)
         acc = torch.from_numpy(_kernels.splat_backward(c, p, a, h, off, stride, shape, r))
         g_amp, g_c, g_p = _gaussian_grads(acc, a, p)
         dev = grad_out.device
-        return g_amp.float().to(dev), g_c.float().to(dev), g_p.float().to(dev), None, None
+        return g_amp.float().to(dev), g_c.float().to(dev), g_p.float().to(dev), None, None, None
 
 
-def splat(amps: torch.Tensor, centers: torch.Tensor, prec6: torch.Tensor, half: np.ndarray, lattice: Lattice):
-    """Differentiable Gaussian sum on ``lattice`` (flattened float32 tensor of ``lattice.size``)."""
-    return _Splat.apply(amps, centers, prec6, half, lattice)
+def _prec6_of(tab):
+    """The (N, 6) precision columns of a GPU Gaussian table."""
+    cf = _gpu()
+    return tab[:, cf.PZZ : cf.PYX + 1]
+
+
+def splat(amps: torch.Tensor, centers: torch.Tensor, prec6: torch.Tensor, half, lattice: Lattice,
+          kernels: str = "cpu"):
+    """Differentiable Gaussian sum on ``lattice`` (flattened float32 tensor of ``lattice.size``).
+
+    ``half``: (N, 3) box half-widths (numpy or tensor). ``kernels``: ``"cpu"`` or ``"cuda"``.
+    """
+    return _Splat.apply(amps, centers, prec6, half, lattice, kernels)
 
 
 class _SplatLoss(torch.autograd.Function):
@@ -111,11 +158,14 @@ class _SplatLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, amps, centers, prec6, bg, half, lattice, target, weight, info):
+    def forward(ctx, amps, centers, prec6, bg, half, lattice, target, weight, info, kernels):
+        ctx.kernels = kernels
+        if kernels == "cuda":
+            return _gpu_loss_forward(ctx, amps, centers, prec6, bg, half, lattice, target, weight, info)
         c = centers.detach().double().cpu().numpy()
         p = prec6.detach().double().cpu().numpy()
         a = amps.detach().double().cpu().numpy()
-        h = np.ascontiguousarray(half, np.float64)
+        h = _host(half)
         off, stride, shape = lattice.arrays()
         nt = n_threads()
         pred = _kernels.splat_forward(c, p, a, h, off, stride, shape, nt)
@@ -128,6 +178,8 @@ class _SplatLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.kernels == "cuda":
+            return _gpu_loss_backward(ctx, grad_out)
         c, p, a, h, off, stride, shape, r = ctx.saved
         g = float(grad_out)
         rg = r * np.float32(g) if g != 1.0 else r
@@ -139,12 +191,49 @@ class _SplatLoss(torch.autograd.Function):
         else:
             g_amp = g_c = g_p = None
         g_bg = torch.from_numpy(rg).to(dev) if ctx.needs_input_grad[3] else None
-        return g_amp, g_c, g_p, g_bg, None, None, None, None, None
+        return g_amp, g_c, g_p, g_bg, None, None, None, None, None, None
+
+
+def _gpu_loss_forward(ctx, amps, centers, prec6, bg, half, lattice, target, weight, info):
+    """``_SplatLoss.forward`` on the GPU kernels: everything stays on the tensors' device.
+
+    ``target``/``weight``: flat float32 tensors there. ``info["diff"]`` is a tensor.
+    """
+    cf = _gpu()
+    geom = cf.geometry(lattice)
+    if len(amps):
+        tab, scale = _gpu_table(amps, centers, prec6, half)
+        pred, rows = cf.splat_lattice(tab, geom, scale)
+    else:
+        tab, rows = None, None
+        pred = torch.zeros(lattice.size, dtype=torch.float32, device=target.device)
+    d = pred.add_(bg.detach()).sub_(target)
+    dd = d * d
+    l2 = dd.sum(dtype=torch.float64)
+    lw = (dd.mul_(weight)).sum(dtype=torch.float64)
+    r = d * weight
+    r.mul_(2.0)
+    info["mse"] = float(l2) / max(1, lattice.size)
+    info["diff"] = d
+    ctx.saved = (tab, geom, rows, r)
+    return lw.float()
+
+
+def _gpu_loss_backward(ctx, grad_out):
+    tab, geom, rows, r = ctx.saved
+    rg = r * grad_out.detach().float()
+    g_amp = g_c = g_p = None
+    if tab is not None:
+        acc = _gpu().splat_grad(tab, geom, rg, rows)
+        g_amp, g_c, g_p = _gaussian_grads(acc, tab[:, 9], _prec6_of(tab))
+        g_amp, g_c, g_p = g_amp.float(), g_c.float(), g_p.float()
+    g_bg = rg if ctx.needs_input_grad[3] else None
+    return g_amp, g_c, g_p, g_bg, None, None, None, None, None, None
 
 
 def _gaussian_grads(acc, a, p):
-    w = torch.from_numpy(a)
-    pm = torch.from_numpy(p)
+    w = torch.as_tensor(a)
+    pm = torch.as_tensor(p)
     s = acc[:, 1:4]
     g_c = torch.stack(
         [
@@ -154,15 +243,18 @@ def _gaussian_grads(acc, a, p):
         ],
         dim=1,
     ) * w[:, None]
-    g_p = -0.5 * w[:, None] * acc[:, 4:10] * _SYM
+    g_p = -0.5 * w[:, None] * acc[:, 4:10] * _SYM.to(acc.device)
     return acc[:, 0], g_c, g_p
 
 
-def splat_loss(amps, centers, prec6, bg, half, lattice: Lattice, target: np.ndarray, weight: np.ndarray,
-               info: dict) -> torch.Tensor:
-    """``sum(weight * (splat + bg - target)^2)`` on ``lattice`` (flat float32 numpy target/weight).
+def splat_loss(amps, centers, prec6, bg, half, lattice: Lattice, target, weight, info: dict,
+               kernels: str = "cpu") -> torch.Tensor:
+    """``sum(weight * (splat + bg - target)^2)`` on ``lattice``.
 
+    ``kernels="cpu"``: target/weight are flat float32 numpy arrays and ``half`` numpy;
+    ``"cuda"``: flat float32 tensors on the parameters' device and ``half`` a tensor there.
     ``bg`` is a flat tensor of the lattice's size (the background field there, or zeros).
-    Fills ``info["mse"]`` (unweighted mean squared error) and ``info["diff"]`` (model - target).
+    Fills ``info["mse"]`` (unweighted mean squared error) and ``info["diff"]`` (model - target;
+    numpy on the CPU kernels, a tensor on the GPU ones).
     """
-    return _SplatLoss.apply(amps, centers, prec6, bg, half, lattice, target, weight, info)
+    return _SplatLoss.apply(amps, centers, prec6, bg, half, lattice, target, weight, info, kernels)

@@ -13,11 +13,13 @@ Gaussian whose 3-sigma ellipsoid covers a voxel contributes (``splat.py``), plus
 the background field. Loss, gate, densification and relocation are in their
 own modules; ``config.py`` documents every setting.
 
-Devices: ``device="cuda"`` keeps parameters and optimiser state on the GPU, but
-the exact footprint kernels are the CPU (numba) ones; there is no GPU kernel
-yet (no GPU to measure on here), so this path is thin and untested.
-Determinism: on the CPU the same seed gives the same model (kernels use a
-fixed number of partial sums, independent of the thread count).
+Devices: ``device="cuda"`` runs the footprint kernels on the GPU
+(``_cuda_footprint.py``, the same math as the CPU kernels) and keeps
+parameters, optimiser state, lattice data and reductions there between steps;
+``"auto"`` picks it only where the whole GPU path works (``gpu.py``).
+Determinism: the same seed gives the same model on the CPU (kernels use a
+fixed number of partial sums, independent of the thread count) and on a given
+GPU (int64 fixed-point sums, no float atomics).
 """
 
 from __future__ import annotations
@@ -96,17 +98,10 @@ def auto_steps(n_voxels: int) -> int:
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    """``"cpu"`` or ``"cuda"``; ``"auto"`` is the GPU only where the GPU training path works (``gpu.py``)."""
+    from ..gpu import resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
-        return "cuda"
-    raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    return resolve(device, "training")
 
 
 class Trainer:
@@ -168,7 +163,7 @@ class Trainer:
 
     @property
     def device(self) -> str:
-        """``"cpu"`` or ``"cuda"`` (``"auto"`` picks CUDA when torch sees a GPU)."""
+        """``"cpu"`` or ``"cuda"`` (``"auto"`` picks the GPU where its path works here)."""
         if self._device is None:
             self._device = resolve_device("auto")
         return self._device
