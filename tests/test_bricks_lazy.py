@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
-from test_knn import knn_oracle
+from test_knn_centres import knn_oracle
 
 import napari_volmicro
 from napari_volmicro import container
@@ -130,8 +130,8 @@ def test_brick_cache_is_bounded(bricked, brick_reads):
     assert len(brick_reads) == 2 * len(need_a)
 
 
-def test_knn_on_a_region_uses_the_k_nearest_among_the_bricks_read(tmp_path):
-    """The docstring's claim: whole-model KNN <= region KNN <= dense (positive amplitudes), and the
+def test_knn_centres_on_a_region_uses_the_k_nearest_among_the_bricks_read(tmp_path):
+    """The docstring's claim for the paper's rule: whole-model KNN <= region KNN <= dense (positive amplitudes), and the
     region KNN is exactly the K-nearest sum over the Gaussians of the bricks read."""
     model = random_volume(shape=(32, 48, 48), n=300, seed=5, scale_range=(0.8, 5.0))
     assert model.amplitudes.min() > 0
@@ -140,18 +140,34 @@ def test_knn_on_a_region_uses_the_k_nearest_among_the_bricks_read(tmp_path):
     region = (slice(6, 12), slice(14, 26), slice(20, 34))
     grid = normalize_region(region, gv.shape)
     k = 16
-    got = gv.decode_model(region, "knn", k).astype(np.float64)
+    got = gv.decode_model(region, "knn-centres", k).astype(np.float64)
     sub = gv.vmg.load_region(grid)
     assert sub.n_gaussians < whole.n_gaussians
     want = knn_oracle(sub, grid.points(), k).reshape(grid.shape)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     whole_knn = knn_oracle(whole, grid.points(), k).reshape(grid.shape)
-    np.testing.assert_allclose(whole.decode_model(region, "knn", k), whole_knn, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(whole.decode_model(region, "knn-centres", k), whole_knn, rtol=1e-5, atol=1e-6)
     dense = whole.decode_model(region, "dense").astype(np.float64)
     assert np.all(whole_knn <= got + 1e-5) and np.all(got <= dense + 1e-5)
     assert np.sum(got > whole_knn + 1e-4) > 0  # the region really keeps terms the whole model dropped
     # K at least the Gaussians read: the dense decode
-    np.testing.assert_allclose(gv.decode_model(region, "knn", sub.n_gaussians), dense, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gv.decode_model(region, "knn-centres", sub.n_gaussians), dense, rtol=1e-5, atol=1e-6)
+
+
+def test_knn_on_a_region_decodes_as_the_whole_model(tmp_path):
+    """The default KNN rule depends only on the Gaussians that reach a voxel: a region of a many-brick
+    file decodes exactly as the whole model does (crowded enough that K=4 drops terms)."""
+    model = random_volume(shape=(32, 48, 48), n=300, seed=5, scale_range=(0.8, 5.0))
+    path = container.save(model, tmp_path / "k.vmg", brick_shape=(8, 16, 16))
+    gv, whole = napari_volmicro.load(path), container.load(path)
+    region = (slice(6, 12), slice(14, 26), slice(20, 34))
+    assert gv.vmg.load_region(normalize_region(region, gv.shape)).n_gaussians < whole.n_gaussians
+    got, loss = gv.decode_measured(region, "knn", 4)
+    assert loss.changed > 0  # K=4 really drops terms here
+    np.testing.assert_allclose(
+        gv.decode_model(region, "knn", 4), whole.decode_model(region, "knn", 4), rtol=1e-6, atol=1e-7
+    )
+    np.testing.assert_array_equal(got, whole.decode(region, "knn", 4))
 
 
 def test_cli_decode_roi_on_a_bricked_file_reads_only_needed_bricks(tmp_path, bricked, brick_reads, capsys):

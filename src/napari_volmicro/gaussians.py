@@ -224,32 +224,48 @@ class GaussianVolume:
 
     # -- decoding ---------------------------------------------------------------
 
+    def region_model(self, region=None) -> GaussianVolume:
+        """The model that decodes ``region`` (three slices, ZYX): this one. A lazily read file
+        (``container.LazyGaussianVolume``) returns only the Gaussians of the bricks that reach it."""
+        return self
+
     def decode(self, region=None, evaluator: str = "dense", k: int = 32) -> np.ndarray:
         """Decode ``region`` (three slices, ZYX voxel indices; None = whole volume).
 
         Returns an array of the region's shape in the original units and dtype.
-        ``evaluator`` is ``"dense"`` (exact 3-sigma footprints, fastest for
-        blocks), ``"knn"`` (the paper's K nearest centres) or ``"reference"``
-        (brute force, slow; the oracle in tests). ``k`` is used by ``"knn"``.
+        ``evaluator`` is ``"dense"`` (the exact sum, fastest for blocks),
+        ``"knn"`` (at each voxel the K Gaussians contributing most: exact where at
+        most K reach it), ``"knn-centres"`` (the paper's K nearest centres) or
+        ``"reference"`` (brute force, slow; the oracle in tests); see
+        ``napari_volmicro.evaluate``. ``k`` is used by the KNN evaluators.
         """
+        return self.decode_measured(region, evaluator, k, measure=False)[0]
+
+    def decode_measured(self, region=None, evaluator: str = "dense", k: int = 32, *, measure: bool = True):
+        """Like ``decode``, and how the result differs from the exact decode of the region
+        (``evaluate.DecodeLoss``; None when ``measure`` is False). The one region-decode path."""
         from .evaluate import get_evaluator
 
         grid = normalize_region(region, self.shape)
         ev = get_evaluator(evaluator)
-        return ev.decode(self, grid, _check_k(k))
+        k = _check_k(k)
+        model = self.region_model(grid.slices)
+        return ev.decode_measured(model, grid, k) if measure else (ev.decode(model, grid, k), None)
 
     def decode_model(self, region=None, evaluator: str = "dense", k: int = 32) -> np.ndarray:
         """Like ``decode`` but returns float32 model values (no intensity mapping)."""
         from .evaluate import get_evaluator
 
         grid = normalize_region(region, self.shape)
-        return get_evaluator(evaluator).decode_model(self, grid, _check_k(k))
+        ev = get_evaluator(evaluator)
+        k = _check_k(k)
+        return ev.decode_model(self.region_model(grid.slices), grid, k)
 
     def evaluate(self, points, evaluator: str = "knn", k: int = 32) -> np.ndarray:
         """Values at arbitrary (M, 3) voxel coordinates (ZYX), in original units.
 
-        Returns float64 ``offset + scale * model`` without rounding or clipping,
-        so sub-integer differences stay visible.
+        ``evaluator`` and ``k`` as for ``decode``. Returns float64 ``offset + scale * model``
+        without rounding or clipping, so sub-integer differences stay visible.
         """
         from .evaluate import get_evaluator
 

@@ -8,7 +8,8 @@ The lazy model is a ``GaussianVolume`` with the same public interface:
 
 - ``shape``, ``spacing``, ``mapping``, ``background`` and ``n_gaussians``
   come from the file's header and sections (read when it is opened).
-- ``decode(region)``, ``decode_model(region)`` and ``evaluate(points)`` read,
+- ``decode(region)``, ``decode_measured(region)``, ``decode_model(region)``
+  (``GaussianVolume``'s, through ``region_model``) and ``evaluate(points)`` read,
   through ``VmgFile.load_region``, only the bricks whose reach box (core plus
   the 3-sigma footprint of their Gaussians) meets the region (for points: the
   points' bounding box). Recently used bricks stay in a bounded LRU cache
@@ -18,19 +19,18 @@ The lazy model is a ``GaussianVolume`` with the same public interface:
   tables) read every brick on first access and keep the whole model.
 - ``save(path)`` copies the file brick by brick (same bytes, bounded memory).
 
-Decoded values. The ``"dense"`` and ``"reference"`` evaluators sum every
-Gaussian whose 3-sigma ellipsoid covers a voxel; all of them lie in the bricks
-read, in file order, so a region decodes bit for bit as the whole model
-decodes it. The ``"knn"`` evaluator keeps, at each voxel, the covering
-Gaussians whose centres are among the K nearest **among the Gaussians of the
-bricks read** (ties by file order, as for the whole model). A Gaussian's rank
-among a subset is never worse than its rank among all Gaussians, so every
-term the whole-model KNN keeps is kept here, plus possibly covering Gaussians
-that the whole model's K nearest pushed out: the region's KNN sum lies
-between the whole model's KNN sum and the exact (dense) sum, term by term,
-and for non-negative amplitudes it is pointwise at least as close to the
-exact sum. Which extra terms are kept depends on the brick layout; with K at
-least the number of Gaussians read it equals the dense decode.
+Decoded values. The ``"dense"``, ``"knn"`` and ``"reference"`` evaluators
+use, at each voxel, only Gaussians whose 3-sigma ellipsoid covers it; all of
+them lie in the bricks read, so a region decodes bit for bit as the whole
+model decodes it. The ``"knn-centres"`` evaluator (the paper's rule) keeps, at
+each voxel, the covering Gaussians whose centres are among the K nearest
+**among the Gaussians of the bricks read** (ties by file order, as for the
+whole model). A Gaussian's rank among a subset is never worse than its rank
+among all Gaussians, so every term the whole-model rule keeps is kept here,
+plus possibly covering Gaussians that the whole model's K nearest pushed out:
+the region's sum lies between the whole model's and the exact (dense) sum,
+term by term. Which extra terms are kept depends on the brick layout; with K
+at least the number of Gaussians read it equals the dense decode.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gaussians import GaussianVolume, _check_k, check_points
+from ..gaussians import GaussianVolume, check_points
 from ..region import normalize_region
 from .reader import VmgFile
 from .writer import write_bricks
@@ -110,23 +110,6 @@ class LazyGaussianVolume(GaussianVolume):
         """The Gaussians of the bricks that reach ``region`` (three slices or a ``RegionGrid``, ZYX)."""
         grid = normalize_region(region, self.shape)
         return self.vmg.load_region(grid)
-
-    def decode(self, region=None, evaluator: str = "dense", k: int = 32) -> np.ndarray:
-        """Decode ``region`` reading only the bricks that reach it (see ``GaussianVolume.decode``
-        and, for ``"knn"``, the module docstring)."""
-        from ..evaluate import get_evaluator
-
-        grid = normalize_region(region, self.shape)
-        ev = get_evaluator(evaluator)
-        return ev.decode(self.vmg.load_region(grid), grid, _check_k(k))
-
-    def decode_model(self, region=None, evaluator: str = "dense", k: int = 32) -> np.ndarray:
-        """Like ``decode`` but float32 model values (no intensity mapping)."""
-        from ..evaluate import get_evaluator
-
-        grid = normalize_region(region, self.shape)
-        ev = get_evaluator(evaluator)
-        return ev.decode_model(self.vmg.load_region(grid), grid, _check_k(k))
 
     def evaluate(self, points, evaluator: str = "knn", k: int = 32) -> np.ndarray:
         """Values at (M, 3) voxel coordinates (ZYX), reading the bricks that reach the points'

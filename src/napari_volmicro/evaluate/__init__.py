@@ -1,11 +1,18 @@
 """Evaluators: turn a ``GaussianVolume`` into values at points or on voxel grids.
 
-Three implementations share one interface (``Evaluator`` in ``base.py``):
+Four implementations share one interface (``Evaluator`` in ``base.py``):
 
-- ``reference``: every Gaussian against every point, plain numpy. Slow; the oracle.
-- ``knn``: the paper's K nearest Gaussian centres (faiss), for points and regions.
 - ``dense``: each Gaussian's exact 3-sigma footprint gathered onto the grid
-  (numba, parallel over Z slabs). The fast path for blocks and whole volumes.
+  (numba, parallel over Z planes). The exact sum; the fast path for blocks
+  and whole volumes.
+- ``knn`` (default for browsing and points): at each voxel, the K Gaussians
+  that contribute most (largest ``|w exp(-d^2/2)|`` among those within
+  3 sigma). Equal to the exact sum wherever at most K Gaussians reach a voxel;
+  definition in ``knn.py``.
+- ``knn-centres``: the paper's rule, the K nearest centres (faiss). Kept for
+  comparison; it loses several dB against the exact sum on trained models.
+- ``reference``: every Gaussian against every point, plain numpy. Slow; the
+  oracle (``reference.py`` also holds brute-force versions of both KNN rules).
 
 Modules are imported on first use so that importing the package stays light.
 """
@@ -15,19 +22,28 @@ from __future__ import annotations
 from importlib import import_module
 
 from ..errors import VolmicroError
-from .base import Evaluator
+from .base import DecodeLoss, Evaluator
 
 EVALUATORS = {
-    "reference": ("napari_volmicro.evaluate.reference", "ReferenceEvaluator"),
-    "knn": ("napari_volmicro.evaluate.knn", "KnnEvaluator"),
     "dense": ("napari_volmicro.evaluate.dense", "DenseEvaluator"),
+    "knn": ("napari_volmicro.evaluate.knn", "KnnEvaluator"),
+    "knn-centres": ("napari_volmicro.evaluate.knn_centres", "KnnCentresEvaluator"),
+    "reference": ("napari_volmicro.evaluate.reference", "ReferenceEvaluator"),
+}
+
+#: One line per evaluator, for command-line help and the napari widget.
+DESCRIPTIONS = {
+    "dense": "exact sum of every Gaussian within 3 sigma (fastest for blocks)",
+    "knn": "the K Gaussians contributing most at each voxel (exact where at most K reach it)",
+    "knn-centres": "the paper's K nearest centres (for comparison: loses dB on trained models)",
+    "reference": "brute force, every Gaussian at every voxel (slow; the test oracle)",
 }
 
 _instances: dict[str, Evaluator] = {}
 
 
 def get_evaluator(name: str) -> Evaluator:
-    """The evaluator called ``name`` (``"dense"``, ``"knn"`` or ``"reference"``)."""
+    """The evaluator called ``name`` (one of ``EVALUATORS``)."""
     if isinstance(name, Evaluator):
         return name
     if name not in EVALUATORS:
@@ -40,4 +56,4 @@ def get_evaluator(name: str) -> Evaluator:
     return _instances[name]
 
 
-__all__ = ["EVALUATORS", "Evaluator", "get_evaluator"]
+__all__ = ["DESCRIPTIONS", "EVALUATORS", "DecodeLoss", "Evaluator", "get_evaluator"]

@@ -376,50 +376,68 @@ _ROW_RESYNC = 16
 _ANCHOR_MAX_D2 = 1200.0
 
 
-@njit(cache=True, error_model="numpy", nogil=True)
-def splat_plane(buf, i, g, zc, sy, sty, sx, stx, y_lo, y_hi, x_lo, x_hi):
-    """Add Gaussian ``i`` to the plane buffer ``buf`` (ny, nx) at Z coordinate ``zc``.
+@njit(cache=True, error_model="numpy", inline="always")
+def plane_rows(g, i, zc, sy, sty, y_lo, y_hi):
+    """Rows ``ja..jb`` (within ``y_lo..y_hi``; ``ja > jb``: none) that Gaussian ``i``'s ellipse may
+    cover in the plane at Z coordinate ``zc``, and that ellipse's middle Y coordinate.
 
-    Rows are limited to the exact Y extent of the ellipse cut by the plane
-    (plus one row each side, rejected by the row test if empty) and to
-    ``y_lo..y_hi``; columns to ``x_lo..x_hi``. Each row's exact span comes
-    from ``row_span``. Values are carried from row to row at one fixed
-    anchor column by multiplicative recurrences (no exp per row; recomputed
-    directly every ``_ROW_RESYNC`` rows) and walked along the row from there;
-    rows whose span lies far from the anchor, or where the value at the
-    anchor is too small to carry, are evaluated directly.
+    The exact Y extent of the ellipse cut by the plane, plus one row each side
+    (the row test, ``row_span``, rejects a row the ellipse misses).
     """
     dz = zc - g[i, CZ]
     szz = g[i, SZZ]
     r2 = CUTOFF_D2 - dz * dz / szz
     if r2 < -1e-9:
-        return
+        return 1, 0, 0.0
     if r2 < 0.0:
         r2 = 0.0
     cyy = g[i, SYY] - g[i, SZY] * g[i, SZY] / szz
     if cyy < 0.0:
         cyy = 0.0
     half = math.sqrt(r2 * cyy)
-    cy = g[i, CY]
-    ymid = cy + g[i, SZY] / szz * dz
+    ymid = g[i, CY] + g[i, SZY] / szz * dz
     ja = math.ceil((ymid - half - sy) / sty) - 1
     jb = math.floor((ymid + half - sy) / sty) + 1
     if ja < y_lo:
         ja = y_lo
     if jb > y_hi:
         jb = y_hi
+    return ja, jb, ymid
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def row_coefficients(g, i, dz):
+    """Gaussian ``i`` along the rows of the plane ``dz`` from its centre:
+    d2 = aq dx^2 + bq dx + cq with bq = b0 + b1 dy, cq = c0 + c1 dy + c2 dy^2."""
+    return (2.0 * g[i, PZX] * dz, 2.0 * g[i, PYX], g[i, PZZ] * dz * dz, 2.0 * g[i, PZY] * dz, g[i, PYY])
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def splat_plane(buf, i, g, zc, sy, sty, sx, stx, y_lo, y_hi, x_lo, x_hi, cnt):
+    """Add Gaussian ``i`` to the plane buffer ``buf`` (ny, nx) at Z coordinate ``zc``.
+
+    Row ``iy`` of ``buf`` is at Y = ``sy + iy * sty``, column ``ix`` at
+    X = ``sx + ix * stx``. Rows come from ``plane_rows`` (limited to
+    ``y_lo..y_hi``), columns are limited to ``x_lo..x_hi``. Each row's exact
+    span comes from ``row_span``. Values are carried from row to row at one fixed
+    anchor column by multiplicative recurrences (no exp per row; recomputed
+    directly every ``_ROW_RESYNC`` rows) and walked along the row from there;
+    rows whose span lies far from the anchor, or where the value at the
+    anchor is too small to carry, are evaluated directly.
+    ``cnt`` (int32, ``buf``'s shape, or (0, 0) for none): each voxel the
+    Gaussian reaches is counted there.
+    """
+    ja, jb, ymid = plane_rows(g, i, zc, sy, sty, y_lo, y_hi)
     if ja > jb:
         return
+    counting = cnt.shape[0] > 0
+    dz = zc - g[i, CZ]
+    cy = g[i, CY]
     amp = g[i, AMP]
     cx = g[i, CX]
     aq = g[i, PXX]
     q = math.exp(-aq * stx * stx)
-    # Row coefficients: bq = b0 + b1 dy, cq = c0 + c1 dy + c2 dy^2.
-    b0 = 2.0 * g[i, PZX] * dz
-    b1 = 2.0 * g[i, PYX]
-    c0 = g[i, PZZ] * dz * dz
-    c1 = 2.0 * g[i, PZY] * dz
-    c2 = g[i, PYY]
+    b0, b1, c0, c1, c2 = row_coefficients(g, i, dz)
     # Anchor: the column nearest the row minimum at the ellipse's middle row.
     dmid = ymid - cy
     anchor = round((cx - (b0 + b1 * dmid) / (2.0 * aq) - sx) / stx)
@@ -460,6 +478,9 @@ def splat_plane(buf, i, g, zc, sy, sty, sx, stx, y_lo, y_hi, x_lo, x_hi):
                 walk_row(buf, iy, ia, ib, anchor, e, r, q)
             else:
                 direct_row(buf, iy, ia, ib, amp, cx, aq, bq, cq, q, sx, stx)
+            if counting:
+                for ix in range(ia, ib + 1):
+                    cnt[iy, ix] += 1
         if valid > 0:
             e *= y
             y *= qy
@@ -467,204 +488,228 @@ def splat_plane(buf, i, g, zc, sy, sty, sx, stx, y_lo, y_hi, x_lo, x_hi):
             valid -= 1
 
 
+# -- the K strongest contributions (evaluator "knn"; definition in knn.py) ------------
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def ranks_before(va, ia, vb, ib):
+    """Whether contribution ``va`` of Gaussian ``ia`` ranks before ``vb`` of ``ib``:
+    larger ``|v|`` first, equal ``|v|`` by the lower Gaussian index."""
+    a = abs(va)
+    b = abs(vb)
+    return a > b or (a == b and ia < ib)
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def top_k_sum(vals, ids, a, b, k, mark):
+    """Sum of the ``k`` contributions ``vals[a:b]`` (of Gaussians ``ids[a:b]``) that rank first
+    (``ranks_before``); all of them if ``b - a <= k``. ``mark``: bool scratch of length >= ``b - a``.
+
+    Selects the ``min(k, n - k)`` entries to mark by repeated scans
+    (O(n min(k, n - k)); n is the voxel's coverage, tens), then sums the
+    ``k`` kept in their stored order.
+    """
+    n = b - a
+    s = 0.0
+    if n <= k:
+        for t in range(a, b):
+            s += vals[t]
+        return s
+    drop = n - k
+    worst = drop <= k  # mark the `drop` last-ranked, else the k first-ranked
+    picks = drop if worst else k
+    for t in range(n):
+        mark[t] = False
+    for _ in range(picks):
+        w = -1
+        for t in range(a, b):
+            if mark[t - a]:
+                continue
+            if w < 0:
+                w = t
+            elif worst and ranks_before(vals[w], ids[w], vals[t], ids[t]):
+                w = t
+            elif not worst and ranks_before(vals[t], ids[t], vals[w], ids[w]):
+                w = t
+        mark[w - a] = True
+    for t in range(a, b):
+        if mark[t - a] != worst:
+            s += vals[t]
+    return s
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def keep_top_k(buf, cnt, k, g, idx, j0, j1, zc, sy, sty, sx, stx, stats):
+    """Replace, in the plane buffer ``buf`` (ny, nx), each voxel reached by more than ``k`` Gaussians
+    (``cnt``, counted by ``splat_plane``) by the sum of its ``k`` first-ranked contributions.
+
+    ``idx[j0:j1]``: the Gaussians splatted into ``buf`` (rows at Y = ``sy + iy * sty``,
+    columns at X = ``sx + ix * stx``). Their contributions at those voxels are
+    gathered through the same rows and spans as the splat (``plane_rows``,
+    ``row_span``), computed directly (``amp exp(-d2 / 2)``), and ranked by
+    ``top_k_sum``. ``stats`` (5,) accumulates: voxels replaced, sum of squared
+    changes, largest change, and the largest and smallest exact sum among them.
+    """
+    ny, nx = cnt.shape
+    rowptr = np.zeros(ny + 1, np.int64)
+    total = 0
+    for iy in range(ny):
+        m = 0
+        for ix in range(nx):
+            c = cnt[iy, ix]
+            if c > k:
+                m += 1
+                total += c
+        rowptr[iy + 1] = rowptr[iy] + m
+    nover = rowptr[ny]
+    if nover == 0:
+        return
+    rows = np.empty(nover, np.int64)
+    cols = np.empty(nover, np.int64)
+    base = np.empty(nover + 1, np.int64)
+    t = 0
+    base[0] = 0
+    widest = 0
+    for iy in range(ny):
+        if rowptr[iy + 1] == rowptr[iy]:
+            continue
+        for ix in range(nx):
+            c = cnt[iy, ix]
+            if c > k:
+                rows[t] = iy
+                cols[t] = ix
+                base[t + 1] = base[t] + c
+                widest = max(widest, c)
+                t += 1
+    vals = np.empty(total, np.float64)
+    ids = np.empty(total, np.int64)
+    fill = base[:-1].copy()
+    for j in range(j0, j1):
+        i = idx[j]
+        ja, jb, _ = plane_rows(g, i, zc, sy, sty, 0, ny - 1)
+        if ja > jb:
+            continue
+        dz = zc - g[i, CZ]
+        cy = g[i, CY]
+        cx = g[i, CX]
+        aq = g[i, PXX]
+        amp = g[i, AMP]
+        b0, b1, c0, c1, c2 = row_coefficients(g, i, dz)
+        for iy in range(ja, jb + 1):
+            r0 = rowptr[iy]
+            r1 = rowptr[iy + 1]
+            if r0 == r1:
+                continue
+            dy = sy + iy * sty - cy
+            bq = b0 + b1 * dy
+            cq = c0 + dy * (c1 + c2 * dy)
+            ia, ib = row_span(aq, bq, cq, cx, sx, stx, 0, nx - 1)
+            if ia > ib:
+                continue
+            for t in range(r0, r1):
+                ix = cols[t]
+                if ix < ia:
+                    continue
+                if ix > ib:
+                    break
+                p = fill[t]
+                if p < base[t + 1]:  # always (the splat counted the same spans)
+                    vals[p] = amp * math.exp(-0.5 * _row_d2(cq, bq, aq, sx + ix * stx - cx))
+                    ids[p] = i
+                    fill[t] = p + 1
+    mark = np.empty(widest, np.bool_)
+    for t in range(nover):
+        iy = rows[t]
+        ix = cols[t]
+        kept = top_k_sum(vals, ids, base[t], fill[t], k, mark)
+        exact = buf[iy, ix]
+        d = exact - kept
+        stats[0] += 1.0
+        stats[1] += d * d
+        stats[2] = max(stats[2], abs(d))
+        stats[3] = max(stats[3], exact)
+        stats[4] = min(stats[4], exact)
+        buf[iy, ix] = kept
+
+
+#: Columns of the statistics ``splat_decode`` returns (per call, summed over threads).
+STAT_REPLACED, STAT_SQ, STAT_MAX, STAT_HI, STAT_LO = 0, 1, 2, 3, 4
+
+
 @njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def dense_decode(g, ptr, idx, start, step, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out, nthreads):
-    """Gather every Gaussian's 3-sigma footprint onto ``out`` (nz, ny, nx).
+def splat_decode(g, ptr, idx, start, step, k, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi,
+                 out, nthreads):
+    """Gather Gaussian footprints onto ``out`` (nz, ny, nx): the exact sum (``k <= 0``) or, at each
+    voxel, the sum of its ``k`` strongest contributions (``keep_top_k``).
 
     Output voxel ``(iz, iy, ix)`` is at coordinate ``start + step * (iz, iy, ix)``.
     ``ptr, idx``: per-plane Gaussian lists (``plane_lists``). ``field``: the
     background grid (float64; shape (0, 0, 0) for none) with per-axis
     interpolation nodes/weights ``f?0, f?w`` for the output coordinates.
-    Each of ``nthreads`` chunks owns a set of Z planes (interleaved, for balance), sums into a
-    float64 plane buffer, adds the background and writes
-    ``offset + scale * value`` converted to ``out``'s dtype.
+    Work items are whole Z planes, or bands of rows of a plane when there are
+    fewer planes than ``nthreads`` (so a single slice uses every thread too);
+    each of ``nthreads`` chunks takes every ``nthreads``-th item, sums into a
+    float64 buffer (no write conflicts), adds the background and writes
+    ``offset + scale * value`` converted to ``out``'s dtype. Returns the
+    ``keep_top_k`` statistics (5,), in model units (zeros for ``k <= 0``).
     """
     nz, ny, nx = out.shape
     sz, sy, sx = float(start[0]), float(start[1]), float(start[2])
     stz, sty, stx = float(step[0]), float(step[1]), float(step[2])
-    nchunks = max(1, min(nthreads, nz))
+    nbands = 1
+    if nz < nthreads:
+        nbands = min((nthreads + nz - 1) // nz, max(1, ny // 16))
+    band = (ny + nbands - 1) // nbands
+    nitems = nz * nbands
+    nchunks = max(1, min(nthreads, nitems))
+    stats = np.zeros((nchunks, 5), np.float64)
     for c in prange(nchunks):
-        buf = np.empty((1, ny, nx), np.float64)
-        for iz in range(c, nz, nchunks):
-            buf[:] = 0.0
+        st = stats[c]
+        st[STAT_LO] = np.inf
+        st[STAT_HI] = -np.inf
+        buf = np.empty((1, band, nx), np.float64)
+        cnt = np.zeros((band, nx) if k > 0 else (0, 0), np.int32)
+        for item in range(c, nitems, nchunks):
+            iz = item // nbands
+            y0 = (item % nbands) * band
+            h = min(band, ny - y0)
             zc = sz + iz * stz
+            yc = sy + y0 * sty
             plane = buf[0]
+            plane[:h] = 0.0
+            if k > 0:
+                cnt[:h] = 0
             for j in range(ptr[iz], ptr[iz + 1]):
-                splat_plane(plane, idx[j], g, zc, sy, sty, sx, stx, 0, ny - 1, 0, nx - 1)
-            _finish_block(buf, iz, 0, 0, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out)
+                splat_plane(plane, idx[j], g, zc, yc, sty, sx, stx, 0, h - 1, 0, nx - 1, cnt)
+            if k > 0:
+                keep_top_k(plane[:h], cnt[:h], k, g, idx, ptr[iz], ptr[iz + 1], zc, yc, sty, sx, stx, st)
+            _finish_block(buf[:, :h], iz, y0, 0, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi,
+                          out)
+    total = np.zeros(5, np.float64)
+    total[STAT_LO] = np.inf
+    total[STAT_HI] = -np.inf
+    for c in range(nchunks):
+        total[STAT_REPLACED] += stats[c, STAT_REPLACED]
+        total[STAT_SQ] += stats[c, STAT_SQ]
+        total[STAT_MAX] = max(total[STAT_MAX], stats[c, STAT_MAX])
+        total[STAT_HI] = max(total[STAT_HI], stats[c, STAT_HI])
+        total[STAT_LO] = min(total[STAT_LO], stats[c, STAT_LO])
+    return total
 
 
 # -- points ------------------------------------------------------------------------
 
 
 @njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def points_exact(g, points, origin, cell, ncell, ptr, idx):
-    """Exact 3-sigma sum at (M, 3) points from cell lists (``bin_boxes``); float64 (M,)."""
+def points_sum(g, points, origin, cell, ncell, ptr, idx, k):
+    """Sum at (M, 3) points from cell lists (``bin_boxes``); float64 (M,).
+
+    Every Gaussian with ``d2 <= 9`` at the point (``k <= 0``: the exact sum),
+    or only the ``k`` whose contributions rank first (``top_k_sum``).
+    """
     m = points.shape[0]
     out = np.zeros(m, np.float64)
-    ny, nx = ncell[1], ncell[2]
     for p in prange(m):
-        k = np.empty(3, np.int64)
-        inside = True
-        for a in range(3):
-            t = math.floor((points[p, a] - origin[a]) / cell[a])
-            if t < 0 or t > ncell[a] - 1:
-                inside = False
-            k[a] = t
-        if not inside:
-            continue
-        cid = (k[0] * ny + k[1]) * nx + k[2]
-        s = 0.0
-        for j in range(ptr[cid], ptr[cid + 1]):
-            i = idx[j]
-            d2 = mahalanobis2(g, i, points[p, 0] - g[i, CZ], points[p, 1] - g[i, CY], points[p, 2] - g[i, CX])
-            if d2 <= CUTOFF_D2:
-                s += g[i, AMP] * math.exp(-0.5 * d2)
-        out[p] = s
-    return out
-
-
-# -- K nearest centres --------------------------------------------------------------
-#
-# A Gaussian g counts at a voxel v when d2(g, v) <= 9 AND g is among the K
-# centres nearest to v (Euclidean, voxel units; ties broken by the lower
-# Gaussian index). For a query point t (a tile centre, or the point itself)
-# with a lower bound ``rlo`` and an upper bound ``rup`` of its K-th nearest
-# centre distance, and a voxel v at distance ``rv`` from t:
-#   |g - v| < rlo - rv  -> g is certainly among v's K nearest;
-#   |g - v| > rup + rv  -> certainly not;
-#   otherwise its rank is counted among the candidates (every centre within
-#   rup + 2 h of t, h = the tile's half-diagonal), which must be supplied.
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _dist2(g, i, z, y, x):
-    dz = z - g[i, CZ]
-    dy = y - g[i, CY]
-    dx = x - g[i, CX]
-    return dz * dz + dy * dy + dx * dx
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _knn_member(g, i, z, y, x, e2, rv, rlo, rup, cstart, cend, cidx, cdist, q, k):
-    """1 if Gaussian ``i`` is among the K nearest centres of (z, y, x), 0 if not, -1 if undecidable without candidates.
-
-    ``cidx[cstart[q]:cend[q]]``: query ``q``'s candidates sorted by ``cdist``, their
-    distance to the query point, which lies ``rv`` from (z, y, x). A candidate with
-    ``cdist + rv`` below ``e = sqrt(e2)`` is certainly nearer than ``i`` and one with
-    ``cdist - rv`` above it certainly farther; only those in between are compared.
-    """
-    # Both shortcuts are widened by a relative 1e-9 so rounding cannot decide
-    # a boundary case (e.g. the K-th neighbour itself at exactly ``rup``).
-    t = rlo * (1.0 - 1e-9) - rv
-    if t > 0.0 and e2 < t * t:
-        return 1
-    t = (rup + rv) * (1.0 + 1e-9) + 1e-12
-    if e2 > t * t:
-        return 0
-    if cstart[q] < 0:
-        return -1
-    e = math.sqrt(e2)
-    slack = 1e-9 * (e + rv) + 1e-12
-    # candidates [c0, j0) are certainly nearer: binary search for the first that is not
-    c0, j0, hi = cstart[q], cstart[q], cend[q]
-    near = e - rv - slack
-    while j0 < hi:
-        mid = (j0 + hi) // 2
-        if cdist[mid] < near:
-            j0 = mid + 1
-        else:
-            hi = mid
-    rank = j0 - c0
-    if rank >= k:
-        return 0
-    far = e + rv + slack
-    for j in range(j0, cend[q]):
-        if cdist[j] > far:
-            break
-        c = cidx[j]
-        d2 = _dist2(g, c, z, y, x)
-        if d2 < e2 or (d2 == e2 and c < i):
-            rank += 1
-            if rank >= k:
-                return 0
-    return 1
-
-
-@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def keep_within(lims, d, ids, keep2, sub, centres, queries):
-    """The pairs of a faiss range search that lie within each query's own limit, sorted by exact distance.
-
-    lims, d, ids: faiss's result for ``queries`` (M, 3 float64, voxels) against the
-    centres ``sub`` (global indices into ``centres``, (N, 3) float64); query q's
-    hits are ``[lims[q], lims[q+1])``, ``d`` their float32 squared distances and
-    ``ids`` indices into ``sub``. A hit is kept when ``d <= keep2[q]``. Returns
-    (counts (M,), cidx, cdist): query q's kept centres are the next ``counts[q]``
-    entries of ``cidx`` (global indices), nearest first by ``cdist`` (float64 distances).
-    One kernel, so a caller in a GUI gives up Python's global lock once, not per step.
-    """
-    m = len(lims) - 1
-    counts = np.zeros(m, np.int64)
-    for q in range(m):
-        for j in range(np.int64(lims[q]), np.int64(lims[q + 1])):
-            if d[j] <= keep2[q]:
-                counts[q] += 1
-    starts = np.zeros(m, np.int64)
-    for q in range(1, m):
-        starts[q] = starts[q - 1] + counts[q - 1]
-    total = starts[m - 1] + counts[m - 1] if m else 0
-    cidx = np.empty(total, np.int64)
-    cdist = np.empty(total, np.float64)
-    for q in prange(m):
-        pos = starts[q]
-        for j in range(np.int64(lims[q]), np.int64(lims[q + 1])):
-            if d[j] <= keep2[q]:
-                c = sub[ids[j]]
-                dz = centres[c, 0] - queries[q, 0]
-                dy = centres[c, 1] - queries[q, 1]
-                dx = centres[c, 2] - queries[q, 2]
-                cidx[pos] = c
-                cdist[pos] = math.sqrt(dz * dz + dy * dy + dx * dx)
-                pos += 1
-        a, b = starts[q], pos
-        if b - a > 1:
-            o = np.argsort(cdist[a:b])
-            cidx[a:b] = cidx[a:b][o]
-            cdist[a:b] = cdist[a:b][o]
-    return counts, cidx, cdist
-
-
-@njit(cache=True, error_model="numpy", nogil=True)
-def knn_upper_radius(g, queries, nn):
-    """Exact float64 distance from each query to the farthest of its listed neighbours (rows of ``nn``)."""
-    m = queries.shape[0]
-    out = np.zeros(m, np.float64)
-    for p in range(m):
-        best = 0.0
-        for j in range(nn.shape[1]):
-            i = nn[p, j]
-            if i < 0:
-                continue
-            d2 = _dist2(g, i, queries[p, 0], queries[p, 1], queries[p, 2])
-            if d2 > best:
-                best = d2
-        out[p] = math.sqrt(best)
-    return out
-
-
-@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def knn_points(g, points, which, origin, cell, ncell, ptr, idx, rlo, rup, cstart, cend, cidx, cdist, k, out, undecided):
-    """K-nearest 3-sigma sum at ``points[which]`` into ``out`` (float64, model units).
-
-    Coverage comes from the cell lists (``bin_boxes``); ``rlo``/``rup``: bounds
-    of each point's K-th neighbour distance; ``cidx[cstart[p]:cend[p]]`` (sorted by
-    their distance ``cdist`` to the point): the point's
-    candidates (``cstart[p] < 0``: none). Points that need candidates they
-    lack get ``undecided[p] = True`` (their value is then incomplete).
-    """
-    for jj in prange(len(which)):
-        p = which[jj]
-        z, y, x = points[p, 0], points[p, 1], points[p, 2]
         inside = True
         cid = 0
         for a in range(3):
@@ -672,122 +717,28 @@ def knn_points(g, points, which, origin, cell, ncell, ptr, idx, rlo, rup, cstart
             if t < 0 or t > ncell[a] - 1:
                 inside = False
             cid = cid * ncell[a] + t
+        if not inside:
+            continue
+        z, y, x = points[p, 0], points[p, 1], points[p, 2]
         s = 0.0
-        if inside:
+        n = 0
+        for j in range(ptr[cid], ptr[cid + 1]):
+            i = idx[j]
+            d2 = mahalanobis2(g, i, z - g[i, CZ], y - g[i, CY], x - g[i, CX])
+            if d2 <= CUTOFF_D2:
+                s += g[i, AMP] * math.exp(-0.5 * d2)
+                n += 1
+        if k > 0 and n > k:
+            vals = np.empty(n, np.float64)
+            ids = np.empty(n, np.int64)
+            n = 0
             for j in range(ptr[cid], ptr[cid + 1]):
                 i = idx[j]
                 d2 = mahalanobis2(g, i, z - g[i, CZ], y - g[i, CY], x - g[i, CX])
-                if d2 > CUTOFF_D2:
-                    continue
-                mem = _knn_member(
-                    g, i, z, y, x, _dist2(g, i, z, y, x), 0.0, rlo[p], rup[p], cstart, cend, cidx, cdist, p, k
-                )
-                if mem < 0:
-                    undecided[p] = True
-                elif mem == 1:
-                    s += g[i, AMP] * math.exp(-0.5 * d2)
+                if d2 <= CUTOFF_D2:
+                    vals[n] = g[i, AMP] * math.exp(-0.5 * d2)
+                    ids[n] = i
+                    n += 1
+            s = top_k_sum(vals, ids, 0, n, k, np.empty(n, np.bool_))
         out[p] = s
     return out
-
-
-@njit(cache=True, error_model="numpy", nogil=True)
-def _box_dist(c, lo, hi):
-    """Min and max Euclidean distance from point ``c`` (3,) to the box [lo, hi]."""
-    dmin = 0.0
-    dmax = 0.0
-    for a in range(3):
-        if c[a] < lo[a]:
-            t = lo[a] - c[a]
-        elif c[a] > hi[a]:
-            t = c[a] - hi[a]
-        else:
-            t = 0.0
-        dmin += t * t
-        u = max(abs(c[a] - lo[a]), abs(c[a] - hi[a]))
-        dmax += u * u
-    return math.sqrt(dmin), math.sqrt(dmax)
-
-
-@njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def knn_tiles(
-    g, tiles, tsize, start, step, ptr, idx, rlo, rup, cstart, cend, cidx, cdist, k,
-    field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out, undecided,
-):
-    """K-nearest 3-sigma sum on the listed tiles of ``out`` (nz, ny, nx), converted like ``dense_decode``.
-
-    Tile ``q`` (C order over the tile grid) covers output indices
-    ``tsize * (tz, ty, tx) + [0, tsize)`` (cut by the region's end);
-    ``ptr``/``idx``: the Gaussians whose 3-sigma box meets each tile
-    (``bin_boxes``); ``rlo``/``rup``: bounds of the K-th neighbour distance of
-    each tile centre; ``cidx[cstart[q]:cend[q]]``: the tile's candidates, sorted by
-    ``cdist`` (their distance to the tile centre)
-    (``cstart[q] < 0``: none). Whole-tile decisions are taken from box distances; only Gaussians
-    near the K-th neighbour shell are tested voxel by voxel. Tiles that need
-    candidates they lack are flagged in ``undecided`` (their output is then
-    incomplete and must be recomputed).
-    """
-    nz, ny, nx = out.shape
-    tny = (ny + tsize - 1) // tsize
-    tnx = (nx + tsize - 1) // tsize
-    st = np.empty(3, np.float64)
-    for a in range(3):
-        st[a] = step[a]
-    for jj in prange(len(tiles)):
-        q = tiles[jj]
-        tz = q // (tny * tnx)
-        ty = (q // tnx) % tny
-        tx = q % tnx
-        z0, y0, x0 = tz * tsize, ty * tsize, tx * tsize
-        z1, y1, x1 = min(z0 + tsize, nz), min(y0 + tsize, ny), min(x0 + tsize, nx)
-        blo = np.empty(3, np.float64)
-        bhi = np.empty(3, np.float64)
-        blo[0] = start[0] + z0 * st[0]
-        blo[1] = start[1] + y0 * st[1]
-        blo[2] = start[2] + x0 * st[2]
-        bhi[0] = start[0] + (z1 - 1) * st[0]
-        bhi[1] = start[1] + (y1 - 1) * st[1]
-        bhi[2] = start[2] + (x1 - 1) * st[2]
-        t = 0.5 * (blo + bhi)
-        hh = math.sqrt(((bhi - blo) ** 2).sum()) * 0.5
-        buf = np.zeros((z1 - z0, y1 - y0, x1 - x0), np.float64)
-        r_lo = rlo[q]
-        r_up = rup[q]
-        cg = np.empty(3, np.float64)
-        for j in range(ptr[q], ptr[q + 1]):
-            i = idx[j]
-            for a in range(3):
-                cg[a] = g[i, CZ + a]
-            dmin, dmax = _box_dist(cg, blo, bhi)
-            if dmax < r_lo * (1.0 - 1e-9) - hh:
-                for iz in range(z0, z1):
-                    splat_plane(
-                        buf[iz - z0], i, g, blo[0] + (iz - z0) * st[0],
-                        blo[1], st[1], blo[2], st[2], 0, y1 - y0 - 1, 0, x1 - x0 - 1,
-                    )
-                continue
-            if dmin > (r_up + hh) * (1.0 + 1e-9) + 1e-12:
-                continue
-            # Voxel by voxel, within the Gaussian's box.
-            ka = np.empty(3, np.int64)
-            kb = np.empty(3, np.int64)
-            for a in range(3):
-                ka[a] = max(math.ceil((cg[a] - g[i, EZ + a] - blo[a]) / st[a] - 1e-6), 0)
-                kb[a] = min(math.floor((cg[a] + g[i, EZ + a] - blo[a]) / st[a] + 1e-6), buf.shape[a] - 1)
-            for lz in range(ka[0], kb[0] + 1):
-                z = blo[0] + lz * st[0]
-                for ly in range(ka[1], kb[1] + 1):
-                    y = blo[1] + ly * st[1]
-                    for lx in range(ka[2], kb[2] + 1):
-                        x = blo[2] + lx * st[2]
-                        d2 = mahalanobis2(g, i, z - cg[0], y - cg[1], x - cg[2])
-                        if d2 > CUTOFF_D2:
-                            continue
-                        rv = math.sqrt((z - t[0]) ** 2 + (y - t[1]) ** 2 + (x - t[2]) ** 2)
-                        mem = _knn_member(
-                            g, i, z, y, x, _dist2(g, i, z, y, x), rv, r_lo, r_up, cstart, cend, cidx, cdist, q, k
-                        )
-                        if mem < 0:
-                            undecided[q] = True
-                        elif mem == 1:
-                            buf[lz, ly, lx] += g[i, AMP] * math.exp(-0.5 * d2)
-        _finish_block(buf, z0, y0, x0, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out)

@@ -71,8 +71,19 @@ def background_weights(gv, grid):
     return tuple(out)
 
 
-def decode_into(gv, grid, out, offset=0.0, scale=1.0, is_int=False, lo=-np.inf, hi=np.inf) -> np.ndarray:
-    """Fill ``out`` (``grid.shape``, a kernel dtype) with ``offset + scale * model`` on ``grid``."""
+def decode_into(gv, grid, out, offset=0.0, scale=1.0, is_int=False, lo=-np.inf, hi=np.inf, k=0) -> np.ndarray:
+    """Fill ``out`` (``grid.shape``, a kernel dtype) with ``offset + scale * model`` on ``grid``.
+
+    ``k <= 0``: the exact sum; ``k > 0``: the K-strongest rule of ``knn.py``.
+    Returns ``splat_decode``'s statistics of the voxels the rule changed (5,).
+    Runs on the GPU where ``gpu.decode_on_gpu`` says so (``_cuda_dense.py``, same results).
+    """
+    from ..gpu import decode_on_gpu
+
+    if decode_on_gpu(out.size):
+        from ._cuda_dense import decode_into as decode_on_device
+
+        return decode_on_device(gv, grid, out, offset, scale, is_int, lo, hi, k)
     g = prepared(gv)
     start = np.asarray(grid.start, np.int64)
     step = np.asarray(grid.step, np.int64)
@@ -81,11 +92,10 @@ def decode_into(gv, grid, out, offset=0.0, scale=1.0, is_int=False, lo=-np.inf, 
     # Visit Gaussians in y order within each plane (better cache use of the plane buffer).
     sel = sel[np.argsort(g[sel, K.CY], kind="stable")]
     ptr, idx = K.plane_lists(g, sel, float(start[0]), float(step[0]), out.shape[0])
-    K.dense_decode(
-        g, ptr, idx, start, step, *background_weights(gv, grid),
+    return K.splat_decode(
+        g, ptr, idx, start, step, int(k), *background_weights(gv, grid),
         float(offset), float(scale), bool(is_int), float(lo), float(hi), out, numba.get_num_threads(),
     )
-    return out
 
 
 class PointLookup:
@@ -115,11 +125,12 @@ class PointLookup:
         self.ncell = np.maximum(np.ceil(span / size).astype(np.int64), 1)
         self.ptr, self.idx = K.bin_boxes(g, np.arange(n, dtype=np.int64), self.origin, self.cell, self.ncell)
 
-    def exact_sum(self, points: np.ndarray) -> np.ndarray:
-        """Exact 3-sigma Gaussian sum (float64, model units, no background) at (M, 3) points."""
+    def sum(self, points: np.ndarray, k: int = 0) -> np.ndarray:
+        """Gaussian sum (float64, model units, no background) at (M, 3) points: exact
+        (``k <= 0``) or by the K-strongest rule of ``knn.py``."""
         if len(self.g) == 0:
             return np.zeros(len(points), np.float64)
-        return K.points_exact(self.g, points, self.origin, self.cell, self.ncell, self.ptr, self.idx)
+        return K.points_sum(self.g, points, self.origin, self.cell, self.ncell, self.ptr, self.idx, int(k))
 
 
 class DenseEvaluator(Evaluator):
@@ -127,12 +138,13 @@ class DenseEvaluator(Evaluator):
 
     def evaluate_model(self, gv, points, k):
         points = np.ascontiguousarray(points, np.float64)
-        vals = PointLookup(prepared(gv)).exact_sum(points)
+        vals = PointLookup(prepared(gv)).sum(points)
         return add_background_points(gv, points, vals).astype(np.float32)
 
     def decode_model(self, gv, grid, k):
         out = np.empty(grid.shape, np.float32)
-        return decode_into(gv, grid, out)
+        decode_into(gv, grid, out)
+        return out
 
     def decode(self, gv, grid, k):
         m = gv.mapping
@@ -140,4 +152,5 @@ class DenseEvaluator(Evaluator):
             return m.to_original(self.decode_model(gv, grid, k))
         lo, hi = m.clip_range
         out = np.empty(grid.shape, m.dtype)
-        return decode_into(gv, grid, out, m.offset, m.scale, m.is_integer, lo, hi)
+        decode_into(gv, grid, out, m.offset, m.scale, m.is_integer, lo, hi)
+        return out
