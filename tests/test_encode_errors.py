@@ -12,13 +12,13 @@ GOOD = np.random.default_rng(0).random((10, 12, 14)).astype(np.float32)
 @pytest.mark.parametrize(
     "volume, words",
     [
-        (np.zeros((32, 32), np.float32), "2"),
-        (np.zeros((3, 10, 12, 14), np.float32), "axis"),
-        (np.zeros((10, 12, 14, 3), np.uint8), "RGB"),
-        (np.full((10, 12, 14), np.nan, np.float32), "NaN"),
-        (np.zeros((4, 12, 14), np.float32), "8"),
-        (np.zeros((10, 12, 14), bool), "bool"),
-        (np.array([["a"] * 10] * 10), ""),
+        (np.zeros((32, 32), np.float32), r"shape \(32, 32\) is a 2D image; expected a 3D volume"),
+        (np.zeros((3, 10, 12, 14), np.float32), r"axis 0 \(size 3\) looks like channels or time points"),
+        (np.zeros((10, 12, 14, 3), np.uint8), r"looks like an RGB image"),
+        (np.full((10, 12, 14), np.nan, np.float32), r"contains 1680 NaN and 0 Inf voxels"),
+        (np.zeros((4, 12, 14), np.float32), r"fewer than 8 voxels along Z=4"),
+        (np.zeros((10, 12, 14), bool), r"boolean array \(a mask\?\)"),
+        (np.array([["a"] * 10] * 10), r"dtype <U1 is not numeric; expected integer or floating-point"),
     ],
 )
 def test_bad_volumes(volume, words):

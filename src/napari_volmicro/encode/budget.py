@@ -138,7 +138,8 @@ def field_shape(nodes: int, volume_shape) -> tuple[int, int, int] | None:
     g = np.maximum(2, np.floor(shape * f)).astype(int)
     g = np.minimum(g, np.asarray(volume_shape))
     while g.prod() > nodes and g.max() > 2:
-        g[np.argmax(g / shape)] -= 1
+        # never below one node: a shallow volume's short axis would otherwise reach 0 (issue 15, item 14)
+        g[np.argmax(np.where(g > 1, g / shape, -np.inf))] -= 1
     if g.prod() > nodes:
         return None
     return tuple(int(x) for x in g)
