@@ -22,8 +22,8 @@ FIELDS = ("centers", "scales", "quaternions", "amplitudes")
 U16 = IntensityMapping(offset=100.0, scale=4000.0, dtype=np.uint16)
 #: relative error bounds of scales and amplitudes: float16 (version 1); float16 then rounded to
 #: 5 / 6 mantissa bits (version 2)
-SCALE_RTOL = {1: 2**-11, 2: 2**-6 + 2**-11}
-AMPLITUDE_RTOL = {1: 2**-11, 2: 2**-7 + 2**-11}
+SCALE_RTOL = {1: 2**-11, 2: 2**-6 + 2**-11, 3: 2**-6 + 2**-11}
+AMPLITUDE_RTOL = {1: 2**-11, 2: 2**-7 + 2**-11, 3: 2**-7 + 2**-11}
 
 
 def fast_evaluator() -> str:
@@ -108,7 +108,7 @@ def write(tmp_path, data: bytes, name="f.vmg"):
 
 @pytest.mark.parametrize("brick_shape", [None, (8, 16, 16), (32, 5, 64)])
 @pytest.mark.parametrize("background", [False, True])
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_save_load_gives_quantized_model_and_resave_is_byte_identical(tmp_path, brick_shape, background, version):
     gv = random_volume((32, 64, 64), n=200, seed=1, mapping=U16)
     if background:
@@ -125,26 +125,32 @@ def test_save_load_gives_quantized_model_and_resave_is_byte_identical(tmp_path, 
     assert (tmp_path / "a.vmg").read_bytes() == (tmp_path / "b.vmg").read_bytes()
     # quantising is idempotent: a loaded model is already exactly representable
     assert_same_model(container.quantize(loaded, **kw), loaded)
-    if brick_shape is None:  # one brick keeps the Gaussians' order
+    if brick_shape is None and version < 3:  # one brick keeps the Gaussians' order
         np.testing.assert_allclose(loaded.amplitudes, gv.amplitudes, rtol=AMPLITUDE_RTOL[version])
+    if brick_shape is None:  # every Gaussian is stored (version 3 in Morton order), amplitudes within bounds
+        np.testing.assert_allclose(np.sort(loaded.amplitudes), np.sort(gv.amplitudes), rtol=AMPLITUDE_RTOL[version])
 
 
-def test_version_2_is_the_default_and_version_1_files_stay_readable(tmp_path):
+def test_version_3_is_the_default_and_versions_1_and_2_stay_readable(tmp_path):
     gv = with_background(random_volume((32, 64, 64), n=300, seed=21, mapping=U16))
-    assert container.FORMAT_VERSION == 2
-    v2 = container.save(gv, tmp_path / "v2.vmg", brick_shape=(16, 32, 32))
+    assert container.FORMAT_VERSION == 3
+    v3 = container.save(gv, tmp_path / "v3.vmg", brick_shape=(16, 32, 32))
+    v2 = container.save(gv, tmp_path / "v2.vmg", brick_shape=(16, 32, 32), version=2)
     v1 = container.save(gv, tmp_path / "v1.vmg", brick_shape=(16, 32, 32), version=1)
-    assert container.read_info(v2)["format_version"] == 2 and container.read_info(v1)["format_version"] == 1
+    assert [container.read_info(v)["format_version"] for v in (v3, v2, v1)] == [3, 2, 1]
     assert os.path.getsize(v2) < 0.7 * os.path.getsize(v1)
+    assert os.path.getsize(v3) < os.path.getsize(v2)
+    old2 = napari_volmicro.load(v2)
+    assert_same_model(old2.whole(), container.quantize(gv, brick_shape=(16, 32, 32), version=2))
     old = napari_volmicro.load(v1)  # a many-brick file: the lazy model
     assert_same_model(old.whole(), container.quantize(gv, brick_shape=(16, 32, 32), version=1))
-    # a lazy copy keeps the source's version and bytes; saving the model anew writes version 2
+    # a lazy copy keeps the source's version and bytes; saving the model anew writes version 3
     old.save(tmp_path / "copy.vmg")
     assert (tmp_path / "copy.vmg").read_bytes() == v1.read_bytes()
     container.save(old.whole(), tmp_path / "up.vmg")
-    assert container.read_info(tmp_path / "up.vmg")["format_version"] == 2
-    with pytest.raises(InputError, match="format version must be one of 1, 2"):
-        container.save(gv, tmp_path / "x.vmg", version=3)
+    assert container.read_info(tmp_path / "up.vmg")["format_version"] == 3
+    with pytest.raises(InputError, match="format version must be one of 1, 2, 3"):
+        container.save(gv, tmp_path / "x.vmg", version=4)
 
 
 def test_package_level_load_and_method_save(tmp_path):
@@ -177,7 +183,7 @@ def test_version_2_file_size_is_the_bit_packed_planes(n):
     payload = 33 + sum((n * w + 7) // 8 for w in widths)
     overhead = layout.HEADER_SIZE + layout.BRICK.size + layout.TABLE_CRC_SIZE
     assert overhead == 184
-    assert container.file_size(gv) == overhead + payload == len(container.to_bytes(gv))
+    assert container.file_size(gv, version=2) == overhead + payload == len(container.to_bytes(gv, version=2))
     if n == 1:
         assert widths == [0] * 11 and payload == 33  # one Gaussian: every code is its plane's base
     if n == 1000:
@@ -186,7 +192,7 @@ def test_version_2_file_size_is_the_bit_packed_planes(n):
         assert widths[6] == 2 and max(widths[7:10]) == 9  # quaternion index, components in [-128, 128]
         assert payload / n < 14  # versus 22 bytes in version 1
     with_bg = with_background(gv)
-    assert container.file_size(with_bg) == container.file_size(gv) + layout.SECTION.size + 16 + 3 * 5 * 4 * 4
+    assert container.file_size(with_bg, version=2) == container.file_size(gv, version=2) + layout.SECTION.size + 16 + 3 * 5 * 4 * 4
 
 
 def test_version_2_planes_pack_and_unpack_exactly():
@@ -250,8 +256,8 @@ def test_version_2_quaternion_form_is_canonical():
     quats = np.array([[-0.999, 1.0, 0.2, 0.0], [0.5, -0.5, 0.5, -0.5], [1e-9, -1.0, 0.0, 0.0], [0.3, 0.1, 0.996, -0.997]])
     gv = GaussianVolume((8, 8, 8), centers=np.full((4, 3), 4.0), scales=np.ones((4, 3)), quaternions=quats,
                         amplitudes=np.ones(4))
-    q = container.quantize(gv)
-    assert_same_model(container.quantize(q), q)
+    q = container.quantize(gv, version=2)
+    assert_same_model(container.quantize(q, version=2), q)
     np.testing.assert_allclose(q.rotations(), gv.rotations(), atol=2e-2)
     codes = payload_v2.quantize(gv, np.arange(4), np.full(3, 4.0), np.full(3, 4.0))
     assert codes[6].tolist() == [0, 0, 1, 2]
@@ -308,7 +314,7 @@ def test_read_info_reports_header_fields_without_reading_payloads(tmp_path):
     size = os.path.getsize(path)
     assert info["shape"] == [20, 30, 40] and info["dtype"] == "uint16"
     assert info["spacing"] == [2.0, 0.5, 0.5]
-    assert info["n_gaussians"] == 50 and info["n_bricks"] == 1 and info["format_version"] == 2
+    assert info["n_gaussians"] == 50 and info["n_bricks"] == 1 and info["format_version"] == 3
     assert info["intensity_offset"] == 100.0 and info["intensity_scale"] == 4000.0
     assert info["file_bytes"] == size and info["complete"] is True
     assert info["bpp"] == pytest.approx(8 * size / (20 * 30 * 40))
@@ -412,6 +418,11 @@ def valid(tmp_path):
 
 
 @pytest.fixture
+def valid_v2(tmp_path):
+    return container.to_bytes(_valid_model(), brick_shape=(8, 24, 20), version=2)
+
+
+@pytest.fixture
 def valid_v1(tmp_path):
     return container.to_bytes(_valid_model(), brick_shape=(8, 24, 20), version=1)
 
@@ -439,9 +450,9 @@ def test_not_a_vmg_file(tmp_path, data, match):
 
 def test_newer_version_is_reported_even_with_an_unknown_header(tmp_path, valid):
     data = bytearray(valid)
-    data[8:10] = struct.pack("<H", 3)
+    data[8:10] = struct.pack("<H", 4)
     with pytest.raises(
-        UnsupportedVersionError, match=r"f\.vmg: written by format version 3; .*up to 2, upgrade"
+        UnsupportedVersionError, match=r"f\.vmg: written by format version 4; .*up to 3, upgrade"
     ):
         container.load(write(tmp_path, bytes(data[:12])))
     with pytest.raises(UnsupportedVersionError):
@@ -541,6 +552,17 @@ def _set_width(plane: int, width: int):
         (dict(brick=dict(reach_hi=(3.0, 3.0, 3.0))), r"outside the stored reach box"),
         (dict(section=dict(flags=0x8001)), r"section 0 has flags 0x8001"),
         (dict(payload=lambda b, n: b[:10]), r"brick 0 payload length 10 is impossible for 14 Gaussians"),
+    ],
+)
+def test_fields_with_valid_checksums_are_still_validated(tmp_path, valid, changes, match):
+    data = _craft(valid, **changes)
+    with pytest.raises(FormatError, match=r"f\.vmg: .*" + match):
+        container.load(write(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
         (dict(payload=_set_code(3, 0)), r"brick 0: Gaussian 0 has an invalid scale code"),
         (dict(payload=_set_code(5, 992)), r"brick 0: Gaussian 0 has an invalid scale code"),
         (dict(payload=_set_code(10, 32768 + 1984)), r"brick 0: Gaussian 0 has an invalid amplitude code"),
@@ -551,8 +573,8 @@ def _set_width(plane: int, width: int):
         (dict(payload=_set_width(4, 1)), r"brick 0: payload has \d+ bytes, its plane widths need"),
     ],
 )
-def test_fields_with_valid_checksums_are_still_validated(tmp_path, valid, changes, match):
-    data = _craft(valid, **changes)
+def test_version_2_codes_are_validated(tmp_path, valid_v2, changes, match):
+    data = _craft(valid_v2, **changes)
     with pytest.raises(FormatError, match=r"f\.vmg: .*" + match):
         container.load(write(tmp_path, data))
 
@@ -572,8 +594,8 @@ def test_version_1_payload_values_are_validated(tmp_path, valid_v1, changes, mat
         container.load(write(tmp_path, data))
 
 
-def test_version_2_padding_bits_must_be_zero(tmp_path, valid):
-    p = split(valid)
+def test_version_2_padding_bits_must_be_zero(tmp_path, valid_v2):
+    p = split(valid_v2)
     buf = bytearray(p.brick_payloads[0])
     desc = [payload_v2.DESCRIPTOR.unpack_from(buf, 3 * i) for i in range(11)]
     n = p.bricks[0].count
@@ -645,7 +667,7 @@ def test_the_reader_in_docs_format_md_decodes_a_version_2_file(tmp_path):
     doc = (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()
     code = re.findall(r"```python\n(.*?)```", doc, re.S)[0]
     gv = random_volume((30, 50, 40), n=300, seed=3)
-    path = container.save(gv, tmp_path / "volume.vmg", brick_shape=(16, 32, 32))
+    path = container.save(gv, tmp_path / "volume.vmg", brick_shape=(16, 32, 32), version=2)
     got = {"centers": [], "scales": [], "quaternions": [], "amplitudes": []}
     code = code.replace('open("volume.vmg", "rb")', f"open({str(path)!r}, 'rb')")
     code += "\n    got['centers'].append(centers); got['scales'].append(scales)\n"

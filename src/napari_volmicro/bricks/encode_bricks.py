@@ -172,12 +172,11 @@ def _default_encoder(data, spacing, **kwargs):
 
 def quantize_part(model, brick: Brick, node_index, node_values, stats=()) -> BrickPart:
     """A ``BrickPart`` storing ``model``'s Gaussians exactly as the container would (one brick)."""
-    from ..container.codec import build_model, position_box, quantize_brick, raw_arrays, reach_box
+    from ..container.codec import build_model, reach_box
+    from ..container.codec import quantize_part as quantize_stored
 
-    n = model.n_gaussians
-    lo, hi = position_box(model.centers, brick.core_lo, brick.core_hi)
-    planes = quantize_brick(model, np.arange(n), lo, hi)
-    r_lo, r_hi = reach_box(build_model([raw_arrays(planes, lo, hi)], model.shape))
+    planes, lo, hi, raw = quantize_stored(model, np.arange(model.n_gaussians), brick.core_lo, brick.core_hi)
+    r_lo, r_hi = reach_box(build_model([raw], model.shape))
     return BrickPart(
         brick.index, planes, np.asarray(lo, np.float32), np.asarray(hi, np.float32),
         np.asarray(r_lo, np.float32), np.asarray(r_hi, np.float32),

@@ -4,8 +4,10 @@ A brick's Gaussians are quantised to an ``(11, count)`` uint16 array of
 **planes** (``quantize_brick``), which decode to float32 arrays
 (``raw_arrays``) and serialise to the payload bytes (``payload_bytes``).
 Version 1 (``payload_v1``): the planes are the payload, 22 bytes per
-Gaussian. Version 2 (``payload_v2``, written by default): coarser codes,
-bit-packed plane by plane, about 12 bytes per Gaussian.
+Gaussian. Version 2 (``payload_v2``): coarser codes, bit-packed plane by
+plane, about 12 bytes per Gaussian. Version 3 (``payload_v3``, written by
+default): canonical Gaussians in Morton order, entropy-coded, about 8 bytes
+per Gaussian.
 
 Quantisation and dequantisation are written so that dequantise(quantise(x)) is
 a fixed point: saving a loaded model reproduces the file byte for byte.
@@ -17,7 +19,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError
 from ..gaussians import CUTOFF_SIGMA, GaussianVolume
-from . import payload_v1, payload_v2
+from . import payload_v1, payload_v2, payload_v3
 from .layout import BACKGROUND_HEADER, FORMAT_VERSION, SUPPORTED_VERSIONS
 
 #: largest finite float16
@@ -33,7 +35,7 @@ BACKGROUND_DTYPES = {7: np.dtype("<f4"), 9: np.dtype("<f2")}
 #: background by up to 1/4000 of the range, which shows in integer outputs)
 BACKGROUND_WRITE_CODE = 7
 
-_PAYLOADS = {1: payload_v1, 2: payload_v2}
+_PAYLOADS = {1: payload_v1, 2: payload_v2, 3: payload_v3}
 
 
 def check_version(version) -> int:
@@ -57,8 +59,23 @@ def position_box(centers: np.ndarray, core_lo, core_hi) -> tuple[np.ndarray, np.
 
 
 def quantize_brick(gv: GaussianVolume, index: np.ndarray, lo, hi, version: int = FORMAT_VERSION) -> np.ndarray:
-    """The (11, n) uint16 planes storing Gaussians ``index`` of ``gv`` (position box ``lo``..``hi``)."""
+    """The (11, n) uint16 planes storing Gaussians ``index`` of ``gv`` (position box ``lo``..``hi``).
+    Version 3 puts them in its canonical form and Morton order (``payload_v3``)."""
     return _PAYLOADS[version].quantize(gv, index, lo, hi)
+
+
+def quantize_part(gv: GaussianVolume, index, core_lo, core_hi, version: int = FORMAT_VERSION):
+    """One brick of Gaussians ``index`` of ``gv`` exactly as a file stores it: ``(planes, pos_lo,
+    pos_hi, raw)`` with the position box of the table entry (float32 (3,)) and the decoded raw
+    arrays (``raw_arrays``). Version 3 anchors its position grid to the core (``payload_v3
+    .quantize_brick``); versions 1 and 2 quantise over the centres' bounding box."""
+    index = np.asarray(index, np.int64)
+    if version >= 3:
+        planes, lo, hi = payload_v3.quantize_brick(gv, index, core_lo, core_hi)
+    else:
+        lo, hi = position_box(gv.centers[index], core_lo, core_hi)
+        planes = quantize_brick(gv, index, lo, hi, version)
+    return planes, lo, hi, raw_arrays(planes, lo, hi, version)
 
 
 def raw_arrays(planes: np.ndarray, lo, hi, version: int = FORMAT_VERSION) -> dict[str, np.ndarray]:
@@ -79,8 +96,12 @@ def payload_size(planes: np.ndarray, version: int = FORMAT_VERSION) -> int:
 def brick_payload_size(gv: GaussianVolume, core_lo, core_hi, version: int = FORMAT_VERSION) -> int:
     """Bytes of the payload storing all of ``gv``'s Gaussians as one brick with core
     ``core_lo``..``core_hi`` (what a bricked writer needs to fit a brick into a byte share)."""
-    lo, hi = position_box(gv.centers, core_lo, core_hi)
-    return payload_size(quantize_brick(gv, np.arange(gv.n_gaussians), lo, hi, version), version)
+    if version >= 3:
+        planes = payload_v3.quantize_brick(gv, np.arange(gv.n_gaussians), core_lo, core_hi)[0]
+    else:
+        lo, hi = position_box(gv.centers, core_lo, core_hi)
+        planes = quantize_brick(gv, np.arange(gv.n_gaussians), lo, hi, version)
+    return payload_size(planes, version)
 
 
 def dequantize_brick(buf: bytes, count: int, lo, hi, where: str, version: int = FORMAT_VERSION) -> dict[str, np.ndarray]:
@@ -92,7 +113,7 @@ def dequantize_brick(buf: bytes, count: int, lo, hi, where: str, version: int = 
     if version == 1:
         planes = payload_v1.from_bytes(buf, count, where)
     else:
-        planes = payload_v2.from_bytes(buf, count, lo, hi, where)
+        planes = _PAYLOADS[version].from_bytes(buf, count, lo, hi, where)
     arrays = raw_arrays(planes, lo, hi, version)
     scales, quats = arrays["scales"], arrays["quaternions"]
     for label in ("centers", "scales", "quaternions", "amplitudes"):

@@ -25,16 +25,15 @@ from dataclasses import dataclass
 
 from ..errors import ChecksumError, FormatError, UnsupportedVersionError
 from ..intensity import CODE_DTYPES
-from .payload_v2 import HEADER_SIZE as DESCRIPTORS
-from .payload_v2 import max_size
+from . import payload_v2, payload_v3
 
 #: First 8 bytes of every .vmg file. The NUL, CR LF and Ctrl-Z bytes catch
 #: text-mode transfers and C-string truncation, like PNG's signature.
 MAGIC = b"VMG\x00\r\n\x1a\n"
 #: The newest format version this reader understands (and the one it writes by default).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Versions this package reads and writes.
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 #: magic, version, flags, shape (z, y, x), dtype code, 3 reserved bytes, n_bricks,
 #: spacing (z, y, x), intensity offset, intensity scale, n_gaussians, n_sections
@@ -44,7 +43,7 @@ HEADER_SIZE = HEADER.size + 4
 #: version 1 brick entry: core bounds z0 z1 y0 y1 x0 x1 (u32), reach lo zyx, reach hi zyx (f32),
 #: position box lo zyx, hi zyx (f32), count (u32), payload CRC32 (u32), payload offset (u64)
 BRICK_V1 = struct.Struct("<6I3f3f3f3fIIQ")
-#: version 2 brick entry: the version 1 fields, then the payload length in bytes (u32)
+#: version 2 and 3 brick entry: the version 1 fields, then the payload length in bytes (u32)
 BRICK = struct.Struct("<6I3f3f3f3fIIQI")
 #: type (u16), flags (u16), payload CRC32 (u32), payload offset (u64), payload length (u64)
 SECTION = struct.Struct("<HHIQQ")
@@ -75,6 +74,8 @@ BACKGROUND_HEADER = struct.Struct("<B3s3I")
 MAX_BRICKS = 1 << 24
 MAX_SECTIONS = 1 << 10
 MAX_AXIS = 2**31 - 1
+#: most Gaussians one brick may hold (44 bytes each decoded: at most 740 MB for one brick)
+MAX_BRICK_GAUSSIANS = 1 << 24
 
 
 def brick_struct(version: int) -> struct.Struct:
@@ -322,7 +323,7 @@ def parse_tables(
         )
         _check_brick(b, i, header.shape, name)
         if header.version >= 2:
-            _check_payload_length(b, i, name)
+            _check_payload_length(b, i, name, header.version)
         if b.offset != pos:
             raise FormatError(f"{name}: brick {i} payload starts at byte {b.offset}, expected {pos}")
         pos = b.end
@@ -336,13 +337,27 @@ def parse_tables(
     return bricks, sections
 
 
-def _check_payload_length(b: BrickInfo, i: int, name: str) -> None:
+def payload_length_range(version: int, count: int) -> tuple[int, int]:
+    """Smallest and largest payload length (bytes) of a brick of ``count > 0`` Gaussians in format
+    ``version`` (2 or 3). Both bound ``count`` by the payload: at most 8 Gaussians per byte, so
+    nothing a reader allocates for a brick outgrows its bytes by more than a fixed factor."""
+    if version == 2:
+        return max(payload_v2.HEADER_SIZE, (count + 7) // 8), payload_v2.max_size(count)
+    return payload_v3.min_size(count), payload_v3.max_size(count)
+
+
+def _check_payload_length(b: BrickInfo, i: int, name: str, version: int) -> None:
     if b.count == 0 and b.nbytes:
         raise FormatError(f"{name}: brick {i} is empty but its payload length is {b.nbytes}, not 0")
-    if b.count and not DESCRIPTORS <= b.nbytes <= max_size(b.count):
+    if b.count > MAX_BRICK_GAUSSIANS:
+        raise FormatError(
+            f"{name}: brick {i} claims {b.count} Gaussians; a brick holds at most {MAX_BRICK_GAUSSIANS}"
+        )
+    lo, hi = payload_length_range(version, b.count)
+    if b.count and not lo <= b.nbytes <= hi:
         raise FormatError(
             f"{name}: brick {i} payload length {b.nbytes} is impossible for {b.count} Gaussians "
-            f"(expected {DESCRIPTORS}..{max_size(b.count)})"
+            f"(expected {lo}..{hi}: at most 8 Gaussians per payload byte)"
         )
 
 

@@ -24,6 +24,7 @@ from ..atomic import write_atomic
 from ..errors import InputError, VolmicroError
 from ..gaussians import GaussianVolume
 from ..intensity import DTYPE_CODES, IntensityMapping
+from . import payload_v3
 from .codec import (
     background_payload,
     background_payload_size,
@@ -33,7 +34,7 @@ from .codec import (
     payload_size,
     position_box,
     quantize_brick,
-    raw_arrays,
+    quantize_part,
     reach_box,
     with_residual,
 )
@@ -115,9 +116,14 @@ def _quantized_parts(gv: GaussianVolume, brick_shape, version: int, decode: bool
     """For each planned brick: (plan, position box lo, hi, payload planes, raw decoded arrays or None)."""
     parts = []
     for p in _plan(gv, brick_shape):
-        lo, hi = position_box(gv.centers[p.index], p.core_lo, p.core_hi)
-        planes = quantize_brick(gv, p.index, lo, hi, version)
-        parts.append((p, lo, hi, planes, raw_arrays(planes, lo, hi, version) if decode else None))
+        if decode:
+            planes, lo, hi, raw = quantize_part(gv, p.index, p.core_lo, p.core_hi, version)
+        elif version >= 3:
+            (planes, lo, hi), raw = payload_v3.quantize_brick(gv, p.index, p.core_lo, p.core_hi), None
+        else:
+            lo, hi = position_box(gv.centers[p.index], p.core_lo, p.core_hi)
+            planes, raw = quantize_brick(gv, p.index, lo, hi, version), None
+        parts.append((p, lo, hi, planes, raw))
     return parts
 
 
@@ -154,6 +160,11 @@ def brick_entry(core_lo, core_hi, planes: np.ndarray, pos_lo, pos_hi, reach_lo, 
     ((11, count) uint16, ``codec.quantize_brick`` of the same ``version``); boxes are
     float32-representable (3,) voxel coordinates."""
     data = payload_bytes(planes, version)
+    if version == 2 and 8 * len(data) < planes.shape[1]:
+        raise InputError(
+            f"{planes.shape[1]} Gaussians quantise to identical codes; format 2 cannot store more than 8 per "
+            "payload byte (write format 3)"
+        )
     if len(data) > 0xFFFFFFFF:
         raise InputError(f"a brick payload of {len(data)} bytes does not fit the table (at most 4 GiB); use smaller bricks")
     info = BrickInfo(
