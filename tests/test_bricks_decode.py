@@ -78,3 +78,42 @@ def test_truncated_bricked_file_opens_its_intact_bricks(tmp_path, bricked):
     (tmp_path / "bad.vmg").write_bytes(bytes(bad))
     report = check_bricks(tmp_path / "bad.vmg")
     assert list(report["damaged"]) == [3] and "checksum" in report["damaged"][3]
+
+
+@pytest.fixture
+def crowded_files(tmp_path):
+    """400 Gaussians over (16, 20, 18) (up to ~47 reach a voxel), as a one-brick and an 8^3-brick file."""
+    gv = random_volume((16, 20, 18), n=400, seed=3, mapping=IntensityMapping(10.0, 500.0, np.uint16))
+    return gv, save(gv, tmp_path / "one.vmg"), save(gv, tmp_path / "many.vmg", brick_shape=(8, 8, 8))
+
+
+@pytest.mark.parametrize("which", ["one", "many"])
+def test_k_reaches_the_evaluator_in_every_region_decode_path(tmp_path, crowded_files, which, capsys):
+    """``--k`` / ``k=`` reach the evaluator from the library, ``decode_region``, ``decode_to_zarr`` and the
+    command line (.tif, --roi, .zarr), for one-brick and many-brick files."""
+    from napari_volmicro import load
+    from napari_volmicro.cli import main
+
+    _, one, many = crowded_files
+    path = one if which == "one" else many
+    gv = VmgFile(path).load()  # the stored (quantised) model, read whole
+    want = gv.decode(evaluator="knn", k=2)
+    assert np.count_nonzero(want != gv.decode(evaluator="knn", k=32)) > 100  # K changes the result here
+    region = (slice(3, 11), slice(2, 17), slice(5, 18))
+    np.testing.assert_array_equal(load(path).decode(region, evaluator="knn", k=2), want[region])
+    np.testing.assert_array_equal(decode_region(path, region, evaluator="knn", k=2), want[region])
+    decode_to_zarr(path, tmp_path / "a.zarr", chunks=(8, 8, 8), evaluator="knn", k=2)
+    np.testing.assert_array_equal(open_input(tmp_path / "a.zarr").read((slice(None),) * 3), want)
+    for out, extra in (("c.tif", []), ("r.npy", ["--roi", "3:11,2:17,5:18"]), ("c.zarr", [])):
+        assert main(["decode", str(path), "-o", str(tmp_path / out), "--evaluator", "knn", "--k", "2", *extra]) == 0
+    capsys.readouterr()
+    from napari_volmicro.volume_io import read_volume
+
+    np.testing.assert_array_equal(read_volume(tmp_path / "c.tif")[0], want)
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), want[region])
+    np.testing.assert_array_equal(open_input(tmp_path / "c.zarr").read((slice(None),) * 3), want)
+    # the paper's rule takes K the same way
+    assert main(["decode", str(path), "-o", str(tmp_path / "p.tif"), "--evaluator", "knn-centres", "--k", "2"]) == 0
+    paper = read_volume(tmp_path / "p.tif")[0]
+    np.testing.assert_array_equal(paper, load(path).decode(evaluator="knn-centres", k=2))
+    assert not np.array_equal(paper, load(path).decode(evaluator="knn-centres", k=32))

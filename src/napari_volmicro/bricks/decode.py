@@ -2,7 +2,10 @@
 
 - ``decode_region(path, region)``: one region (three slices, ZYX voxel
   indices) in original units and dtype, reading only the bricks whose reach
-  box (core plus 3-sigma footprint of their Gaussians) meets it.
+  box (core plus 3-sigma footprint of their Gaussians) meets it. It is
+  ``LazyGaussianVolume.decode`` (that is ``GaussianVolume.decode`` on the
+  region's model), the one region-decode path, so evaluator and K reach the
+  evaluator the same way from the library, the command line and napari.
 - ``decode_to_zarr(path, out.zarr, chunks=...)``: the whole volume written
   as OME-Zarr (NGFF 0.4 metadata, zarr format 2, one scale level), chunk by
   chunk, each chunk decoded from its own ``load_region``; memory is bounded
@@ -24,18 +27,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..region import normalize_region
 
 DEFAULT_CHUNKS = (64, 256, 256)
 
 
-def decode_region(path, region=None, *, evaluator: str = "dense", vmg=None) -> np.ndarray:
-    """Decode ``region`` of the ``.vmg`` at ``path`` reading only the bricks that reach it."""
+def decode_region(path, region=None, *, evaluator: str = "dense", k: int = 32, vmg=None) -> np.ndarray:
+    """Decode ``region`` of the ``.vmg`` at ``path`` reading only the bricks that reach it
+    (``evaluator`` and ``k`` as for ``GaussianVolume.decode``; ``vmg``: the file already open)."""
     from ..container import VmgFile
+    from ..container.lazy import LazyGaussianVolume
 
-    vmg = vmg or VmgFile(path)
-    grid = normalize_region(region, vmg.shape)
-    return vmg.load_region(grid).decode(grid.slices, evaluator=evaluator)
+    return LazyGaussianVolume(vmg or VmgFile(path)).decode(region, evaluator=evaluator, k=k)
 
 
 def check_bricks(path) -> dict:
@@ -72,10 +74,11 @@ def _chunks(chunks, shape) -> tuple[int, int, int]:
     return tuple(min(a, n) for a, n in zip(c, shape))
 
 
-def decode_to_zarr(path, zarr_path, *, chunks=DEFAULT_CHUNKS, evaluator: str = "dense",
+def decode_to_zarr(path, zarr_path, *, chunks=DEFAULT_CHUNKS, evaluator: str = "dense", k: int = 32,
                    progress: Callable[[int, int], object] | None = None) -> dict:
     """Decode the whole ``.vmg`` at ``path`` into an OME-Zarr at ``zarr_path``; returns a summary dict
-    (shape, chunks, bytes_read, chunks written). ``progress(done, total)`` after each chunk."""
+    (shape, chunks, bytes_read, chunks written). Each chunk through ``decode_region`` (``evaluator``,
+    ``k``). ``progress(done, total)`` after each chunk."""
     import zarr
 
     from ..container import VmgFile
@@ -104,12 +107,12 @@ def decode_to_zarr(path, zarr_path, *, chunks=DEFAULT_CHUNKS, evaluator: str = "
         }]
         starts = [range(0, n, c) for n, c in zip(shape, ch)]
         total = int(np.prod([len(r) for r in starts]))
-        for k, (z, y, x) in enumerate(itertools.product(*starts)):
+        for done, (z, y, x) in enumerate(itertools.product(*starts)):
             sl = (slice(z, min(z + ch[0], shape[0])), slice(y, min(y + ch[1], shape[1])),
                   slice(x, min(x + ch[2], shape[2])))
-            arr[sl] = decode_region(path, sl, evaluator=evaluator, vmg=vmg)
+            arr[sl] = decode_region(path, sl, evaluator=evaluator, k=k, vmg=vmg)
             if progress is not None:
-                progress(k + 1, total)
+                progress(done + 1, total)
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old"))
             os.replace(out, old / "x")

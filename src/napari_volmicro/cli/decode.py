@@ -37,10 +37,12 @@ def register(subparsers) -> None:
         "--evaluator",
         choices=sorted(EVALUATORS),
         default="dense",
-        help="dense: exact 3-sigma footprints, fastest (default); knn: the paper's K nearest "
-        "centres; reference: brute force, slow",
+        help="dense: exact 3-sigma footprints, fastest (default); knn: the K Gaussians contributing most at "
+        "each voxel (exact where at most K reach it); knn-centres: the paper's K nearest centres (loses dB on "
+        "trained models); reference: brute force, slow",
     )
-    p.add_argument("--k", type=int, default=32, help="neighbours per voxel for --evaluator knn (default 32)")
+    p.add_argument("--k", type=int, default=32,
+                   help="Gaussians per voxel for --evaluator knn or knn-centres (default 32)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
 
@@ -60,14 +62,15 @@ def _run_zarr(args, out: Path) -> int:
     if args.roi is not None:
         raise InputError(f"-o {out}: --roi writes a .tif, .tiff or .npy; OME-Zarr output is for the whole volume")
     t0 = time.perf_counter()
-    info = decode_to_zarr(args.input, out, evaluator=args.evaluator)
+    info = decode_to_zarr(args.input, out, evaluator=args.evaluator, k=args.k)
     seconds = time.perf_counter() - t0
     shape_text = " x ".join(str(s) for s in info["shape"])
     print(f"decoded {shape_text} {info['dtype']} from {args.input} in {info['n_chunks']} chunks "
           f"with the {args.evaluator} evaluator in {seconds:.3f} s -> {out} (OME-Zarr)")
     if args.json:
         print_json({"input": str(args.input), "path": str(out), "shape": info["shape"], "dtype": info["dtype"],
-                    "chunks": info["chunks"], "evaluator": args.evaluator, "bytes_read": info["bytes_read"],
+                    "chunks": info["chunks"], "evaluator": args.evaluator, "k": args.k,
+                    "bytes_read": info["bytes_read"],
                     "seconds": seconds})
     return 0
 
