@@ -124,18 +124,61 @@ def test_evaluator_and_k_are_used(viewer_factory, vmg_file, qtbot, monkeypatch):
     from napari_volmicro.gaussians import GaussianVolume
 
     calls = []
-    real = GaussianVolume.decode
+    real = GaussianVolume.decode_measured
 
-    def spy(self, region=None, evaluator="dense", k=32):
+    def spy(self, region=None, evaluator="dense", k=32, **kw):
         calls.append((evaluator, k))
-        return real(self, region, evaluator="reference", k=k)
+        return real(self, region, evaluator=evaluator, k=k, **kw)
 
-    monkeypatch.setattr(GaussianVolume, "decode", spy)
+    monkeypatch.setattr(GaussianVolume, "decode_measured", spy)
     viewer, image, _, widget = _open(viewer_factory, vmg_file, qtbot)
     widget.evaluator_combo.setCurrentText("knn")
     widget.k_spin.setValue(7)
     qtbot.waitUntil(lambda: bool(calls) and calls[-1] == ("knn", 7) and not widget.browser.busy, timeout=60_000)
     assert "knn" in widget.status.text() and "K=7" in widget.status.text()
+
+
+@pytest.fixture
+def crowded_file(tmp_path):
+    """400 Gaussians over (16, 20, 18): up to ~47 reach a voxel."""
+    from napari_volmicro.container import save
+    from napari_volmicro.intensity import IntensityMapping
+    from napari_volmicro.synthetic import random_volume
+
+    gv = random_volume((16, 20, 18), n=400, seed=3, mapping=IntensityMapping(10.0, 500.0, np.uint16))
+    return save(gv, tmp_path / "crowded.vmg")
+
+
+def test_status_reports_the_loss_against_the_exact_decode(viewer_factory, crowded_file, qtbot):
+    """The default knn at K=64 is exact here and says so; the paper's rule at K=4 is flagged with the
+    measured PSNR against the exact decode of the region in view (what a brute-force comparison gives)."""
+    from napari_volmicro import load
+
+    viewer = viewer_factory()
+    viewer.open(str(crowded_file), plugin="napari-volmicro")
+    widget = next(w for name, w in viewer.window.dock_widgets.items() if name.startswith("Browse"))
+    assert widget.evaluator_combo.currentText() == "knn"  # the default
+    browser = widget.browser
+    widget.k_spin.setValue(64)
+    qtbot.waitUntil(lambda: browser.last is not None and browser.last.request.k == 64 and not browser.busy,
+                    timeout=60_000)
+    assert "exact here" in widget.status.text() and browser.last.loss.exact
+    assert widget.status.styleSheet() == ""
+
+    widget.evaluator_combo.setCurrentText("knn-centres")
+    widget.k_spin.setValue(4)
+    qtbot.waitUntil(lambda: browser.last.request.evaluator == "knn-centres" and browser.last.request.k == 4
+                    and not browser.busy, timeout=60_000)
+    loss, grid = browser.last.loss, browser.last.request.grid
+    gv = load(crowded_file)
+    exact = gv.decode_model(grid.slices, "dense").astype(np.float64) * 500.0
+    paper = gv.decode_model(grid.slices, "knn-centres", k=4).astype(np.float64) * 500.0
+    block = gv.decode(grid.slices, "knn-centres", k=4).astype(np.float64)
+    want = 10 * np.log10((block.max() - block.min()) ** 2 / np.mean((paper - exact) ** 2))
+    assert loss.psnr == pytest.approx(want, abs=0.01) and want < 40
+    text = widget.status.text()
+    assert f"{want:.1f} dB PSNR" in text and "shows less than the file holds" in text
+    assert widget.status.styleSheet() != ""
 
 
 def test_ellipsoid_button_adds_a_surface(viewer_factory, vmg_file, qtbot):

@@ -7,6 +7,7 @@ carry a model (made by the reader, the sample data or the Compress widget).
 
 from __future__ import annotations
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -21,9 +22,10 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import VolmicroError
+from ..evaluate import DESCRIPTIONS
 from ..region import parse_roi
 from ._layers import BASE_KEY, MODEL_KEY, same_layer
-from ._region_browser import EVALUATORS, RegionBrowser, describe_region
+from ._region_browser import EVALUATORS, RegionBrowser, describe_loss, describe_region
 
 ELLIPSOID_MODES = ("top N by amplitude", "decoded region")
 
@@ -45,6 +47,8 @@ class BrowseWidget(QWidget):
         self.layer_combo = QComboBox()
         self.evaluator_combo = QComboBox()
         self.evaluator_combo.addItems(EVALUATORS)
+        for i, name in enumerate(EVALUATORS):
+            self.evaluator_combo.setItemData(i, DESCRIPTIONS[name], Qt.ItemDataRole.ToolTipRole)
         self.k_spin = QSpinBox()
         self.k_spin.setRange(1, 512)
         self.k_spin.setValue(32)
@@ -61,7 +65,7 @@ class BrowseWidget(QWidget):
         form = QFormLayout()
         form.addRow("Model layer", self.layer_combo)
         form.addRow("Evaluator", self.evaluator_combo)
-        form.addRow("K (knn)", self.k_spin)
+        form.addRow("K (knn rules)", self.k_spin)
         form.addRow("3D box Z,Y,X", self.box_edit)
         form.addRow("3D budget", self.max_voxels_spin)
 
@@ -173,15 +177,19 @@ class BrowseWidget(QWidget):
 
     def _on_decoded(self, result):
         req = result.request
+        loss_text, warn = describe_loss(req, result.loss)
         self.status.setText(
             f"last decode: {describe_region(req.grid)} ({req.grid.size:,} voxels), "
             f"{result.seconds * 1000:.0f} ms with {req.evaluator}"
-            + (f", K={req.k}" if req.evaluator == "knn" else "")
+            + (f", K={req.k}" if req.evaluator in ("knn", "knn-centres") else "")
+            + (f"; {loss_text}" if loss_text else "")
         )
+        self.status.setStyleSheet("color: #f0a030;" if warn else "")
 
     def _on_error(self, message):
         from napari.utils.notifications import show_error
 
+        self.status.setStyleSheet("")
         self.status.setText(message)
         show_error(message)
 
