@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, VolmicroError
-from .chunked_input import ChunkedVolume, open_input
+from .chunked_input import ChunkedVolume, check_bricked_size, open_input
 from .layout import Brick, BrickGrid, background_nodes
 from .staging import BrickPart, Staging
 
@@ -118,6 +118,29 @@ def _set_threads(threads: int | None) -> None:
         pass
 
 
+def use_worker_gpu(device) -> None:
+    """One GPU per dask worker: on a machine with several GPUs, the worker named ``k`` (a
+    ``LocalCluster`` names its workers 0, 1, ...) trains on GPU ``k mod count``. A worker started
+    with its own ``CUDA_VISIBLE_DEVICES`` (dask-cuda, or by hand) sees one GPU and keeps it."""
+    if device not in ("cuda", "auto"):
+        return
+    try:
+        from distributed import get_worker
+
+        k = int(get_worker().name)
+    except (ImportError, ValueError, TypeError):  # not on a worker, or a worker with a string name
+        return
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return
+    gpu_index = k % torch.cuda.device_count()
+    torch.cuda.set_device(gpu_index)
+    from numba import cuda
+
+    cuda.select_device(gpu_index)
+
+
 def brick_seed(seed: int, index: int) -> int:
     """A seed for brick ``index`` derived from the run's ``seed`` (same pair, same seed)."""
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0] & 0x7FFFFFFF)
@@ -131,6 +154,7 @@ def encode_brick_task(volume: ChunkedVolume, grid: BrickGrid, brick: Brick, job:
 
     t0 = time.perf_counter()
     _set_threads(job.get("threads"))
+    use_worker_gpu(job["encoder_kwargs"].get("device"))
     data = volume.read(brick.read_slices)
     encoder = job["encoder"] or _default_encoder
     local = encoder(
@@ -238,8 +262,7 @@ class Plan:
 
 def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, ratio, gaussians) -> Plan:
     from ..container.layout import BRICK, HEADER_SIZE, SECTION, TABLE_CRC_SIZE
-    from ..container.payload_v2 import HEADER_SIZE as DESCRIPTORS
-    from ..encode.budget import bytes_per_gaussian
+    from ..encode.budget import gaussians_for_payload
 
     n_b = len(grid)
     levels = np.array([s.level for s in stats])
@@ -278,8 +301,7 @@ def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, r
         # each brick gets a share of the payload bytes (encode_brick_task prunes it to fit exactly)
         # and trains about as many Gaussians as a typical share of that size holds
         brick_bytes = split_budget(budget - fixed, fg_core)
-        per = bytes_per_gaussian(grid.brick_shape)
-        n_brick = np.maximum(0, np.floor((brick_bytes - DESCRIPTORS) / per)).astype(np.int64)
+        n_brick = np.array([gaussians_for_payload(b, grid.brick_shape) for b in brick_bytes], np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         grow = np.where(fg_core > 0, fg_read / np.maximum(fg_core, 1e-12), 1.0)
     # the encoder also fits the halo; fit a little more than the core's share, then prune by mass
@@ -304,6 +326,9 @@ def make_client(scheduler: str | None = None, *, workers: int = 2, memory_limit=
     from distributed import Client, LocalCluster
 
     if scheduler:
+        from .scheduler import probe_scheduler
+
+        probe_scheduler(scheduler, timeout)  # a silent or non-dask peer is refused here, not hung on
         try:
             return Client(scheduler, timeout=f"{timeout}s")
         except (OSError, TimeoutError, ValueError) as exc:
@@ -392,6 +417,7 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
     if not out.parent.exists():
         raise FileNotFoundError(2, "output directory does not exist", str(out.parent))
     vol = open_input(source, spacing)
+    check_bricked_size(vol, brick)  # before the brick table of a volume it could never finish exists
     grid = BrickGrid(vol.shape, brick, halo)
     vol = vol.rechunked(grid.brick_shape)
     _budget_bytes(1, 1, bpp, ratio, gaussians)  # validate the budget before any work
@@ -403,8 +429,12 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
     staging = Staging(out, settings, resume=resume)
     own_client = client is None
     if own_client:
-        client = make_client(scheduler, workers=workers, memory_limit=memory_limit, processes=processes,
-                             timeout=timeout)
+        try:
+            client = make_client(scheduler, workers=workers, memory_limit=memory_limit, processes=processes,
+                                 timeout=timeout)
+        except BaseException:
+            staging.discard_if_unused()  # a failed start leaves no parts directory behind
+            raise
     try:
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
         if threads is None:
@@ -414,7 +444,7 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
             return {"bricks": len(grid), "encoded": 0, "background": 0, "reused": 0, "stopped": True,
                     "output": None, "parts": str(staging.dir), "seconds": time.perf_counter() - t0}
         plan = make_plan(stats, grid, vol.dtype.itemsize, bpp=bpp, ratio=ratio, gaussians=gaussians)
-        done = staging.finished()
+        done = staging.finished(grid, plan.node_owner)  # each part checked as the reader would
         report = {"bricks": len(grid), "encoded": 0, "background": 0, "reused": 0}
         count = 0
 
@@ -489,7 +519,7 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
     if stopped:
         report.update(stopped=True, output=None, parts=str(staging.dir), seconds=time.perf_counter() - t0)
         return report
-    file_bytes = assemble(staging, grid, vol, plan, out)
+    file_bytes = staging.write_verified(out, lambda path: assemble(staging, grid, vol, plan, path))
     if not keep_parts:
         staging.remove()
     n_vox = int(np.prod(vol.shape, dtype=np.int64))

@@ -1,11 +1,12 @@
 """The ``.vmg`` container: a ``GaussianVolume`` on disk (specification: ``docs/format.md``).
 
-- ``save(gv, path)``: write atomically (format version 2, about 12 bytes per
-  Gaussian; ``version=1`` writes the 22-byte version 1); ``load(path)``: read
-  either version and check every byte.
+- ``save(gv, path)``: write atomically (format version 3, entropy-coded, about 8
+  bytes per Gaussian; ``version=2`` / ``version=1`` write the older formats);
+  ``load(path)``: read any of them and check every byte.
 - ``quantize(gv)``: exactly what ``save`` stores and ``load`` returns, without I/O.
 - ``file_size(gv)``: exact bytes ``save`` writes (the encoder's size budget;
-  version-2 sizes depend on the quantised values, so it quantises the model).
+  it quantises and encodes the model); ``size_model``: the estimate before
+  the Gaussians exist (the one place bytes per Gaussian are modelled).
 - ``read_info(path)``: header fields without reading the Gaussians.
 - ``write_bricks(path, ...)``: write a file from brick-table entries and a
   stream of payloads (one in memory at a time), atomically; ``lay_out`` is
@@ -23,13 +24,12 @@ length before anything is allocated.
 
 from __future__ import annotations
 
-from .layout import BYTES_PER_GAUSSIAN, FORMAT_VERSION, MAGIC, BrickInfo
+from .layout import FORMAT_VERSION, MAGIC, BrickInfo
 from .lazy import LazyGaussianVolume, open_model
 from .reader import VmgFile, load, read_info
 from .writer import FileLayout, brick_entry, file_size, lay_out, quantize, save, to_bytes, write_bricks
 
 __all__ = [
-    "BYTES_PER_GAUSSIAN",
     "FORMAT_VERSION",
     "MAGIC",
     "BrickInfo",

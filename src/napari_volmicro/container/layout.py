@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..errors import ChecksumError, FormatError, UnsupportedVersionError
 from ..intensity import CODE_DTYPES
-from . import payload_v2, payload_v3
+from . import payload_v1, payload_v2, payload_v3
 
 #: First 8 bytes of every .vmg file. The NUL, CR LF and Ctrl-Z bytes catch
 #: text-mode transfers and C-string truncation, like PNG's signature.
@@ -49,14 +49,8 @@ BRICK = struct.Struct("<6I3f3f3f3fIIQI")
 SECTION = struct.Struct("<HHIQQ")
 TABLE_CRC_SIZE = 4
 
-#: bytes to plan for per Gaussian when a budget must be split before the Gaussians exist (the
-#: bricked encoder): version 2 stores at most 110 bits (13.75 bytes) per Gaussian whose centre lies
-#: in a brick core of up to 256 voxels per axis (``payload_v2.max_bits_per_gaussian``), typically
-#: 10.5-12.5, plus up to 44 bytes per brick. Version 1 stores exactly 22 (``payload_v1``).
-#: ``file_size`` gives exact sizes.
-BYTES_PER_GAUSSIAN = 14
 #: bytes per stored Gaussian in version 1 (3 x u16 position, 3 x f16 scale, 4 x f16 quaternion, f16 amplitude)
-V1_BYTES_PER_GAUSSIAN = 22
+V1_BYTES_PER_GAUSSIAN = payload_v1.BYTES_PER_GAUSSIAN
 #: values per Gaussian; a brick is quantised to an (11, count) array of u16 planes (codes)
 PLANES = 11
 

@@ -47,7 +47,7 @@ from ..gaussians import GaussianVolume
 
 PLANES = 11
 #: position grid step is 2^-POS_FRAC_BITS voxel (for position boxes up to 65535 steps long)
-POS_FRAC_BITS = 3
+POS_FRAC_BITS = 4
 #: largest position code per axis (16 bits: three interleave into a 48-bit Morton code)
 POS_MAX = 65535
 #: largest position shift ``e`` (the step doubles per unit)
@@ -55,15 +55,15 @@ POS_SHIFT_MAX = 31
 #: centres are clamped to their brick's core widened by this many voxels on each side
 POSITION_MARGIN = 64
 #: mantissa bits kept of the float16 scales
-SCALE_MANTISSA_BITS = 5
+SCALE_MANTISSA_BITS = 4
 #: mantissa bits kept of the float16 amplitudes
-AMPLITUDE_MANTISSA_BITS = 6
+AMPLITUDE_MANTISSA_BITS = 5
 #: amplitude codes are AMPLITUDE_ZERO + signed magnitude code
 AMPLITUDE_ZERO = 32768
 #: rotation steps per unit of ``r`` by anisotropy ``k = scale code 0 - scale code 2`` (the last
 #: entry for any larger ``k``): a rotation error matters in proportion to ``rho - 1/rho`` with
 #: ``rho = s_max / s_min``, so rounder Gaussians store coarser rotations, round ones none
-ROTATION_STEPS = (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32)
+ROTATION_STEPS = (0, 4, 8, 12, 16, 20, 28, 32)
 #: log2 of the energy ``|w| sqrt(s0 s1 s2)`` (model units x voxel^1.5) from which rotations get the
 #: full ``ROTATION_STEPS``
 ROTATION_FULL_ENERGY = -2

@@ -1,10 +1,11 @@
 """Size budgets: bytes allowed, Gaussians that fit, and the final prune.
 
 File sizes come from ``container.file_size`` (the exact bytes ``save``
-writes). Format version 2 stores a Gaussian in a data-dependent number of
-bits (about 12 bytes; docs/format.md), so training aims for the count
-``gaussians_for_bytes`` estimates from the volume's shape, and the final prune
-(``fit_budget``) bisects on the count until the exact size fits.
+writes: it quantises and entropy-codes the model, docs/format.md). Before
+training, ``gaussians_for_bytes`` estimates how many Gaussians a budget holds
+from ``container.size_model`` (the one size model: bytes per Gaussian by
+format version and density); the final prune (``fit_budget``) bisects on the
+count until the exact size fits.
 """
 
 from __future__ import annotations
@@ -16,27 +17,11 @@ import numpy as np
 from ..errors import InputError
 from ..gaussians import GaussianVolume
 
-#: version-1 bytes per Gaussian (the fallback estimate when the container is missing)
-BYTES_PER_GAUSSIAN = 22
-#: conservative per-file overhead of the estimate (header, tables, checksums)
-ESTIMATE_OVERHEAD = 256
-#: typical bit widths of the version-2 planes other than positions, measured on models trained
-#: at 0.073-0.3 bpp (Purkinje, nuclei): scales 3 x 8, quaternion index 2 + 3 x 9, amplitude 10
-V2_OTHER_BITS = 3 * 8 + 2 + 3 * 9 + 10
-
-
-def estimate_file_size(n_gaussians: int, background_nodes: int = 0) -> int:
-    extra = 16 + 4 * background_nodes if background_nodes else 0
-    return ESTIMATE_OVERHEAD + BYTES_PER_GAUSSIAN * int(n_gaussians) + extra
-
 
 def file_size(gv: GaussianVolume) -> int:
-    """Bytes ``gv.save`` writes (container), or the estimate when the container is missing."""
-    try:
-        from ..container import file_size as _fs
-    except ImportError:
-        nodes = 0 if gv.background is None else int(gv.background.size)
-        return estimate_file_size(gv.n_gaussians, nodes)
+    """Bytes ``gv.save`` writes (``container.file_size``)."""
+    from ..container import file_size as _fs
+
     return int(_fs(gv))
 
 
@@ -62,21 +47,17 @@ def budget_bytes(n_voxels: int, itemsize: int, *, bpp=None, ratio=None, gaussian
     return int(math.floor(bpp * n_voxels / 8.0))
 
 
-def bytes_per_gaussian(shape) -> float:
-    """Expected stored bytes per Gaussian in a one-brick version-2 file of a volume of ``shape``
-    (voxels, ZYX): position bits for a box spanning the volume, typical widths for the rest."""
-    try:
-        from ..container.payload_v2 import position_levels
-    except ImportError:
-        return float(BYTES_PER_GAUSSIAN)
-    levels = position_levels(np.zeros(3, np.float32), np.asarray(shape, np.float32) - 1)
-    pos_bits = sum(int(v).bit_length() for v in levels)
-    return (pos_bits + V2_OTHER_BITS) / 8
+def gaussians_for_payload(nbytes: float, extent) -> int:
+    """About the most Gaussians one brick spanning ``extent`` voxels (ZYX) holds in ``nbytes``
+    payload bytes (``container.size_model``; the bricked planner's per-brick count)."""
+    from ..container.size_model import gaussians_for_payload as _gfp
+
+    return _gfp(nbytes, extent)
 
 
 def gaussians_for_bytes(template: GaussianVolume, budget: int) -> int:
-    """About the largest N such that a model like ``template`` with N Gaussians fits in
-    ``budget`` bytes (an estimate from ``bytes_per_gaussian``; ``fit_budget`` makes it exact)."""
+    """About the largest N such that a model like ``template`` with N Gaussians fits in ``budget``
+    bytes (``container.size_model``, erring towards more; ``fit_budget`` makes it exact)."""
     empty = template.subset(np.zeros(0, np.int64))
     base = file_size(empty)
     if budget < base:
@@ -84,9 +65,7 @@ def gaussians_for_bytes(template: GaussianVolume, budget: int) -> int:
             f"size budget of {budget} bytes is smaller than an empty model file ({base} bytes, "
             "header and background field); ask for a larger --bpp/--ratio"
         )
-    descriptors = 33  # a version-2 brick's plane descriptors
-    n = math.floor((budget - base - descriptors) / bytes_per_gaussian(template.shape))
-    return int(max(0, n))
+    return gaussians_for_payload(budget - base, template.shape)
 
 
 def importance(gv: GaussianVolume) -> np.ndarray:
