@@ -55,7 +55,9 @@ row_span = _device(F.row_span)
 row_d2 = _device(F.row_d2)
 row_start = _device(F.row_start)
 row_moments = _device(F.row_moments)
-round_half_even = _device(F.round_half_even)
+background_at = _device(F.background_at)
+to_output = _device(F.to_output)
+top_k_in_id_order = _device(F.top_k_in_id_order)
 CUTOFF_D2 = F.CUTOFF_D2
 
 
@@ -110,8 +112,10 @@ def _item_row(ends, tab, t, off_z, off_y, st_z, st_y, n_z, n_y, za, zb):
 
 
 @cuda.jit(cache=True)
-def splat_rows(ends, tab, item0, item1, off_z, off_y, off_x, st_z, st_y, st_x, n_z, n_y, n_x, za, zb, scale, acc):
-    """Add items ``[item0, item1)`` to ``acc`` (int64, planes ``[za, zb)`` flattened C order), fixed point."""
+def splat_rows(ends, tab, item0, item1, off_z, off_y, off_x, st_z, st_y, st_x, n_z, n_y, n_x, za, zb, scale, acc,
+               counting, cnt):
+    """Add items ``[item0, item1)`` to ``acc`` (int64, planes ``[za, zb)`` flattened C order), fixed point;
+    with ``counting``, also count the Gaussians reaching each voxel in ``cnt`` (int32, like ``acc``)."""
     t = item0 + cuda.grid(1)
     if t >= item1:
         return
@@ -132,6 +136,8 @@ def splat_rows(ends, tab, item0, item1, off_z, off_y, off_x, st_z, st_y, st_x, n
     for ix in range(ix0, ix1 + 1):
         if row_d2(cst, b, pxx, off_x + st_x * ix - cx) <= CUTOFF_D2:
             cuda.atomic.add(acc, base + ix, int(math.floor(ws * g + 0.5)))
+            if counting:
+                cuda.atomic.add(cnt, base + ix, 1)
         g *= ratio
         ratio *= q
 
@@ -224,6 +230,59 @@ def grad_reduce(ends, tab, item0, item1, off_z, off_y, st_z, st_y, n_z, n_y, par
 
 
 @cuda.jit(cache=True)
+def gather_rows(ends, tab, item0, item1, off_z, off_y, off_x, st_z, st_y, st_x, n_z, n_y, n_x, za, zb,
+                pos, base, fill, vals, ids):
+    """For each voxel of planes ``[za, zb)`` with ``pos[v] >= 0``: store every contribution
+    ``w exp(-d^2/2)`` reaching it (and its Gaussian) in its slots ``base[pos[v]] + [0, coverage)``
+    (``fill``: next free slot per voxel, int64; slot order is arbitrary)."""
+    t = item0 + cuda.grid(1)
+    if t >= item1:
+        return
+    i, iz, iy = _item_row(ends, tab, t, off_z, off_y, st_z, st_y, n_z, n_y, za, zb)
+    cx = tab[i, CX]
+    pxx = tab[i, PXX]
+    dz = off_z + st_z * iz - tab[i, CZ]
+    dy = off_y + st_y * iy - tab[i, CY]
+    b, c = row_coeffs(tab[i, PZZ], tab[i, PYY], tab[i, PZY], tab[i, PZX], tab[i, PYX], dz, dy)
+    ix0, ix1 = row_span(b, c, pxx, cx, off_x, st_x, n_x)
+    cst = c + CUTOFF_D2
+    w = tab[i, AMP]
+    row = ((iz - za) * n_y + iy) * n_x
+    for ix in range(ix0, ix1 + 1):
+        p = pos[row + ix]
+        if p < 0:
+            continue
+        d2 = row_d2(cst, b, pxx, off_x + st_x * ix - cx)
+        if d2 <= CUTOFF_D2:
+            slot = base[p] + cuda.atomic.add(fill, p, 1)
+            vals[slot] = w * math.exp(-0.5 * d2)
+            ids[slot] = i
+
+
+@cuda.jit(cache=True)
+def top_k_voxels(base, fill, vals, ids, keep, k, kept):
+    """``kept[p]``: the sum of over-covered voxel ``p``'s ``k`` strongest contributions (slots ``base[p]..fill[p]``)."""
+    p = cuda.grid(1)
+    if p < kept.shape[0]:
+        kept[p] = top_k_in_id_order(vals, ids, keep, base[p], base[p] + fill[p], k)
+
+
+@cuda.jit(cache=True)
+def finish(vals, za, n_y, n_x, has_bg, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out):
+    """``out[j] = to_output(vals[j] + background)`` for the flat slab of planes from ``za`` (``out``: any dtype)."""
+    j = cuda.grid(1)
+    if j >= vals.shape[0]:
+        return
+    v = vals[j]
+    if has_bg:
+        iz = za + j // (n_y * n_x)
+        iy = (j // n_x) % n_y
+        ix = j % n_x
+        v += background_at(field, fz0[iz], fzw[iz], fy0[iy], fyw[iy], fx0[ix], fxw[ix])
+    out[j] = to_output(v, offset, scale, is_int, lo, hi)
+
+
+@cuda.jit(cache=True)
 def probe(out):
     """A trivial kernel: launching it shows that kernels compile and run on this GPU."""
     j = cuda.grid(1)
@@ -288,28 +347,32 @@ def row_ends(tab, geom, za, zb):
     return ends, int(ends[-1]) if n else 0
 
 
-def slabs(tab, geom, scale, slab_voxels=SLAB_VOXELS):
-    """Yield ``(za, zb, acc, ends, total)`` for Z slabs of the lattice: ``acc`` (int64 tensor, flat) holds
-    ``round(scale * sum)`` on planes ``[za, zb)``; valid until the next slab is asked for."""
+def slabs(tab, geom, scale, counting=False):
+    """Yield ``(za, zb, acc, cnt, ends, total)`` for Z slabs of the lattice: ``acc`` (int64 tensor, flat)
+    holds ``round(scale * sum)`` on planes ``[za, zb)`` and, with ``counting``, ``cnt`` (int32) the
+    Gaussians reaching each voxel (else a 1-element dummy); valid until the next slab is asked for."""
     import torch
 
     *_, n_z, n_y, n_x = geom
     plane = n_y * n_x
-    per = max(1, min(n_z, slab_voxels // max(1, plane)))
+    per = max(1, min(n_z, SLAB_VOXELS // max(1, plane)))
     acc_all = torch.empty(per * plane, dtype=torch.int64, device=tab.device)
+    cnt_all = torch.empty(per * plane if counting else 1, dtype=torch.int32, device=tab.device)
     for za in range(0, n_z, per):
         zb = min(n_z, za + per)
         acc = acc_all[: (zb - za) * plane]
         acc.zero_()
+        cnt = cnt_all[: (zb - za) * plane] if counting else cnt_all
+        cnt.zero_()
         ends, total = row_ends(tab, geom, za, zb)
         off_z, off_y, off_x, st_z, st_y, st_x, *_ = geom
         for i0 in range(0, total, LAUNCH_ITEMS):
             i1 = min(total, i0 + LAUNCH_ITEMS)
             splat_rows[blocks(i1 - i0), THREADS](
                 karg(ends), karg(tab), i0, i1, off_z, off_y, off_x, st_z, st_y, st_x, n_z, n_y, n_x, za, zb,
-                scale, karg(acc),
+                scale, karg(acc), counting, karg(cnt),
             )
-        yield za, zb, acc, ends, total
+        yield za, zb, acc, cnt, ends, total
 
 
 def splat_lattice(tab, geom, scale):
@@ -324,7 +387,7 @@ def splat_lattice(tab, geom, scale):
     plane = n_y * n_x
     out = torch.empty(n_z * plane, dtype=torch.float32, device=tab.device)
     rows = None
-    for za, zb, acc, ends, total in slabs(tab, geom, scale):
+    for za, zb, acc, _, ends, total in slabs(tab, geom, scale):
         out[za * plane : zb * plane] = acc.to(torch.float64).mul_(1.0 / scale)
         if za == 0 and zb == n_z:
             rows = (ends, total)

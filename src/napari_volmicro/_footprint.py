@@ -114,3 +114,72 @@ def fixed_point_scale(abs_amp_sum):
         return 1.0
     e = math.frexp(abs_amp_sum)[1]  # abs_amp_sum < 2^e
     return math.ldexp(1.0, 61 - e)
+
+
+def lerp_upper(i0, n):
+    """Upper node of a linear interpolation between nodes ``i0`` and ``i0 + 1`` (clamped to ``n - 1``)."""
+    i1 = i0 + 1
+    if i1 > n - 1:
+        i1 = n - 1
+    return i1
+
+
+def background_at(field, iz0, wz, iy0, wy, ix0, wx):
+    """Trilinear background at one voxel from per-axis nodes/weights (Z first, then Y, then X)."""
+    gz, gy, gx = field.shape[0], field.shape[1], field.shape[2]
+    iz1 = lerp_upper(iz0, gz)
+    iy1 = lerp_upper(iy0, gy)
+    ix1 = lerp_upper(ix0, gx)
+    a = field[iz0, iy0, ix0] * (1.0 - wz) + field[iz1, iy0, ix0] * wz
+    b = field[iz0, iy1, ix0] * (1.0 - wz) + field[iz1, iy1, ix0] * wz
+    c = field[iz0, iy0, ix1] * (1.0 - wz) + field[iz1, iy0, ix1] * wz
+    d = field[iz0, iy1, ix1] * (1.0 - wz) + field[iz1, iy1, ix1] * wz
+    b0 = a * (1.0 - wy) + b * wy
+    b1 = c * (1.0 - wy) + d * wy
+    return b0 * (1.0 - wx) + b1 * wx
+
+
+def to_output(v, offset, scale, is_int, lo, hi):
+    """``offset + scale * v``, rounded half-even and clipped to ``[lo, hi]`` for integer outputs."""
+    v = offset + scale * v
+    if is_int:
+        v = round_half_even(v)
+        if v < lo:
+            v = lo
+        elif v > hi:
+            v = hi
+    return v
+
+
+def ranks_before(va, ia, vb, ib):
+    """Whether contribution ``va`` of Gaussian ``ia`` ranks before ``vb`` of ``ib`` (the K-strongest rule):
+    larger ``|v|`` first, equal ``|v|`` by the lower Gaussian index."""
+    a = abs(va)
+    b = abs(vb)
+    return a > b or (a == b and ia < ib)
+
+
+def top_k_in_id_order(vals, ids, keep, a, b, k):
+    """Sum of the ``k`` first-ranked (``ranks_before``) of ``vals[a:b]`` (Gaussians ``ids[a:b]``, any order),
+    added in increasing Gaussian index so the result does not depend on the stored order.
+
+    An entry is kept when fewer than ``k`` entries rank before it (``keep[a:b]``:
+    scratch flags); O(n^2) with n a voxel's coverage (tens).
+    """
+    for t in range(a, b):
+        before = 0
+        for u in range(a, b):
+            if ranks_before(vals[u], ids[u], vals[t], ids[t]):
+                before += 1
+        keep[t] = before < k
+    s = 0.0
+    last = -1
+    while True:  # the next kept entry by Gaussian index
+        best = -1
+        for t in range(a, b):
+            if keep[t] and ids[t] > last and (best < 0 or ids[t] < ids[best]):
+                best = t
+        if best < 0:
+            return s
+        s += vals[best]
+        last = ids[best]

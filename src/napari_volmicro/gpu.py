@@ -42,7 +42,18 @@ def _simulator() -> bool:
     return bool(config.ENABLE_CUDASIM)
 
 
+def _driver_present() -> bool:
+    """Whether an NVIDIA driver is installed (cheap: no torch or CUDA initialisation)."""
+    import ctypes.util
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*") or ctypes.util.find_library("cuda")
+                or ctypes.util.find_library("nvcuda"))
+
+
 def _check() -> tuple[bool, str]:
+    if not _simulator_ok and not _driver_present():
+        return False, "no NVIDIA GPU driver found"
     try:
         import torch
     except ImportError as e:  # pragma: no cover - torch is a dependency
