@@ -15,6 +15,9 @@ Along a lattice row (fixed z, y), with ``dx = x - cx``:
 ``d^2 = cst + dx (2 b + pxx dx)``, ``b = pzx dz + pyx dy``,
 ``cst = pzz dz^2 + 2 pzy dz dy + pyy dy^2`` (``row_coeffs``).
 
+A function here calls no other function of this file: numba compiles calls
+to compiled functions only, so each is self-contained (CPU and GPU alike).
+
 Editing this file: numba caches compiled kernels by the file that defines the
 kernel, not by the files whose functions it inlines; clear the ``__pycache__``
 folders of ``encode/`` and ``evaluate/`` afterwards.
@@ -93,15 +96,6 @@ def row_moments(r0, r1, r2, dz, dy):
     return (r0, r0 * dz, r0 * dy, r1, r0 * dz * dz, r0 * dy * dy, r2, r0 * dz * dy, r1 * dz, r1 * dy)
 
 
-def round_half_even(v):
-    """``v`` rounded to the nearest integer, ties to even (as ``numpy.rint``), as a float."""
-    f = math.floor(v)
-    d = v - f
-    if d > 0.5 or (d == 0.5 and f - 2.0 * math.floor(0.5 * f) != 0.0):
-        f += 1
-    return float(f)
-
-
 def fixed_point_scale(abs_amp_sum):
     """Scale ``2^e`` of the GPU's int64 fixed-point sums for Gaussians whose ``sum |w| = abs_amp_sum``.
 
@@ -116,20 +110,11 @@ def fixed_point_scale(abs_amp_sum):
     return math.ldexp(1.0, 61 - e)
 
 
-def lerp_upper(i0, n):
-    """Upper node of a linear interpolation between nodes ``i0`` and ``i0 + 1`` (clamped to ``n - 1``)."""
-    i1 = i0 + 1
-    if i1 > n - 1:
-        i1 = n - 1
-    return i1
-
-
 def background_at(field, iz0, wz, iy0, wy, ix0, wx):
     """Trilinear background at one voxel from per-axis nodes/weights (Z first, then Y, then X)."""
-    gz, gy, gx = field.shape[0], field.shape[1], field.shape[2]
-    iz1 = lerp_upper(iz0, gz)
-    iy1 = lerp_upper(iy0, gy)
-    ix1 = lerp_upper(ix0, gx)
+    iz1 = min(iz0 + 1, field.shape[0] - 1)  # the upper node, clamped to the last
+    iy1 = min(iy0 + 1, field.shape[1] - 1)
+    ix1 = min(ix0 + 1, field.shape[2] - 1)
     a = field[iz0, iy0, ix0] * (1.0 - wz) + field[iz1, iy0, ix0] * wz
     b = field[iz0, iy1, ix0] * (1.0 - wz) + field[iz1, iy1, ix0] * wz
     c = field[iz0, iy0, ix1] * (1.0 - wz) + field[iz1, iy0, ix1] * wz
@@ -142,8 +127,12 @@ def background_at(field, iz0, wz, iy0, wy, ix0, wx):
 def to_output(v, offset, scale, is_int, lo, hi):
     """``offset + scale * v``, rounded half-even and clipped to ``[lo, hi]`` for integer outputs."""
     v = offset + scale * v
-    if is_int:
-        v = round_half_even(v)
+    if is_int:  # round half to even (as numpy.rint), inline: numba compiles no calls to plain functions
+        f = float(math.floor(v))
+        d = v - f
+        if d > 0.5 or (d == 0.5 and f - 2.0 * math.floor(0.5 * f) != 0.0):
+            f += 1.0
+        v = f
         if v < lo:
             v = lo
         elif v > hi:
@@ -151,25 +140,21 @@ def to_output(v, offset, scale, is_int, lo, hi):
     return v
 
 
-def ranks_before(va, ia, vb, ib):
-    """Whether contribution ``va`` of Gaussian ``ia`` ranks before ``vb`` of ``ib`` (the K-strongest rule):
-    larger ``|v|`` first, equal ``|v|`` by the lower Gaussian index."""
-    a = abs(va)
-    b = abs(vb)
-    return a > b or (a == b and ia < ib)
-
-
 def top_k_in_id_order(vals, ids, keep, a, b, k):
-    """Sum of the ``k`` first-ranked (``ranks_before``) of ``vals[a:b]`` (Gaussians ``ids[a:b]``, any order),
-    added in increasing Gaussian index so the result does not depend on the stored order.
+    """Sum of the ``k`` first-ranked of ``vals[a:b]`` (Gaussians ``ids[a:b]``, any order), added in
+    increasing Gaussian index so the result does not depend on the stored order.
 
-    An entry is kept when fewer than ``k`` entries rank before it (``keep[a:b]``:
-    scratch flags); O(n^2) with n a voxel's coverage (tens).
+    Ranking (the K-strongest rule, ``evaluate/knn.py``): larger ``|v|`` first, equal
+    ``|v|`` by the lower Gaussian index. An entry is kept when fewer than ``k``
+    entries rank before it (``keep[a:b]``: scratch flags); O(n^2) with n a
+    voxel's coverage (tens).
     """
     for t in range(a, b):
         before = 0
+        vt = abs(vals[t])
         for u in range(a, b):
-            if ranks_before(vals[u], ids[u], vals[t], ids[t]):
+            vu = abs(vals[u])
+            if vu > vt or (vu == vt and ids[u] < ids[t]):
                 before += 1
         keep[t] = before < k
     s = 0.0
