@@ -66,6 +66,7 @@ def split(data: bytes) -> Parts:
     h = layout.parse_header(data[: layout.HEADER_SIZE], "x", len(data))
     table = data[layout.HEADER_SIZE : h.data_start]
     bricks, sections = layout.parse_tables(h, data[: layout.HEADER_SIZE], table, "x")
+    bricks = list(bricks)
     return Parts(
         h,
         bricks,

@@ -21,7 +21,10 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..errors import ChecksumError, FormatError, UnsupportedVersionError
 from ..intensity import CODE_DTYPES
@@ -197,6 +200,124 @@ class SectionInfo:
         return SECTION.pack(self.type, self.flags, self.crc, self.offset, self.length)
 
 
+def _entry_dtype(version: int) -> np.dtype:
+    """The brick-table entry as a numpy structured dtype (same bytes as ``brick_struct``)."""
+    fields = [("core", "<u4", 6), ("reach_lo", "<f4", 3), ("reach_hi", "<f4", 3), ("pos_lo", "<f4", 3),
+              ("pos_hi", "<f4", 3), ("count", "<u4"), ("crc", "<u4"), ("offset", "<u8")]
+    if version >= 2:
+        fields.append(("length", "<u4"))
+    dt = np.dtype(fields)
+    assert dt.itemsize == brick_struct(version).size
+    return dt
+
+
+class BrickTable(Sequence):
+    """The brick table as arrays (about 1.4 bytes of memory per table byte, whatever the brick count);
+    ``table[i]`` is the ``BrickInfo`` of brick ``i``, made on demand. Arrays: ``core_lo``/``core_hi``
+    (n, 3) int64, ``reach_lo``/``reach_hi``/``pos_lo``/``pos_hi`` (n, 3) float32, ``count``, ``crc``,
+    ``offset``, ``nbytes`` (n,) int64."""
+
+    def __init__(self, core_lo, core_hi, reach_lo, reach_hi, pos_lo, pos_hi, count, crc, offset, nbytes):
+        self.core_lo, self.core_hi = core_lo, core_hi
+        self.reach_lo, self.reach_hi, self.pos_lo, self.pos_hi = reach_lo, reach_hi, pos_lo, pos_hi
+        self.count, self.crc, self.offset, self.nbytes = count, crc, offset, nbytes
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self))[i]  # negative indices, IndexError
+        return BrickInfo(
+            core_lo=tuple(int(v) for v in self.core_lo[i]),
+            core_hi=tuple(int(v) for v in self.core_hi[i]),
+            reach_lo=tuple(float(v) for v in self.reach_lo[i]),
+            reach_hi=tuple(float(v) for v in self.reach_hi[i]),
+            pos_lo=tuple(float(v) for v in self.pos_lo[i]),
+            pos_hi=tuple(float(v) for v in self.pos_hi[i]),
+            count=int(self.count[i]),
+            crc=int(self.crc[i]),
+            nbytes=int(self.nbytes[i]),
+            offset=int(self.offset[i]),
+        )
+
+    @property
+    def end(self) -> np.ndarray:
+        return self.offset + self.nbytes
+
+    def __eq__(self, other) -> bool:
+        """Equal to any sequence of the same ``BrickInfo`` entries."""
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    @classmethod
+    def parse(cls, body: bytes, header: Header, start: int, name: str) -> BrickTable:
+        """Check and unpack ``header.n_bricks`` entries (``body``); the first brick's payload must start
+        at ``start``. Every check is vectorised; the error names the first brick at fault (for one
+        brick, the first rule in the order of docs/format.md)."""
+        version, shape = header.version, np.asarray(header.shape, np.int64)
+        arr = np.frombuffer(body, _entry_dtype(version), count=header.n_bricks)
+        core = arr["core"].astype(np.int64)
+        lo, hi = core[:, 0::2], core[:, 1::2]
+        count = arr["count"].astype(np.int64)
+        nbytes = arr["length"].astype(np.int64) if version >= 2 else count * V1_BYTES_PER_GAUSSIAN
+        offset = arr["offset"].astype(np.uint64)
+        boxes = {k: arr[k] for k in ("reach_lo", "reach_hi", "pos_lo", "pos_hi")}
+        failures = []  # (first bad brick, rule order, message)
+
+        def rule(order, bad, message):
+            if bad.any():
+                i = int(np.argmax(bad))
+                failures.append((i, order, lambda: message(i)))
+
+        bad_axis = ~((lo >= 0) & (lo < hi) & (hi <= shape))
+        rule(0, bad_axis.any(axis=1), lambda i: (
+            f"{name}: brick {i} core bounds {lo[i, a]}:{hi[i, a]} on axis {'ZYX'[a]} are not "
+            f"a non-empty range inside 0:{shape[a]}" if (a := int(np.argmax(bad_axis[i]))) >= 0 else ""))
+        floats = np.concatenate([boxes[k] for k in ("reach_lo", "reach_hi", "pos_lo", "pos_hi")], axis=1)
+        with np.errstate(invalid="ignore"):
+            rule(1, ~np.isfinite(floats).all(axis=1),
+                 lambda i: f"{name}: brick {i} has a NaN or infinite reach or position box")
+            rule(2, (boxes["pos_lo"] > boxes["pos_hi"]).any(axis=1), lambda i: (
+                f"{name}: brick {i} position box {tuple(map(float, boxes['pos_lo'][i]))}.."
+                f"{tuple(map(float, boxes['pos_hi'][i]))} has lo > hi"))
+            rule(3, (count == 0) & (floats[:, :6] != 0).any(axis=1),
+                 lambda i: f"{name}: brick {i} is empty but its reach box is not all zero")
+            rule(3, (count > 0) & (boxes["reach_lo"] > boxes["reach_hi"]).any(axis=1), lambda i: (
+                f"{name}: brick {i} reach box {tuple(map(float, boxes['reach_lo'][i]))}.."
+                f"{tuple(map(float, boxes['reach_hi'][i]))} has lo > hi"))
+        rule(4, count > MAX_BRICK_GAUSSIANS,
+             lambda i: f"{name}: brick {i} claims {count[i]} Gaussians; a brick holds at most {MAX_BRICK_GAUSSIANS}")
+        if version >= 2:
+            rule(4, (count == 0) & (nbytes != 0),
+                 lambda i: f"{name}: brick {i} is empty but its payload length is {nbytes[i]}, not 0")
+            lo_len, hi_len = payload_length_range(version, count)
+            rule(4, (count > 0) & ((nbytes < lo_len) | (nbytes > hi_len)), lambda i: (
+                f"{name}: brick {i} payload length {nbytes[i]} is impossible for {count[i]} Gaussians "
+                f"(expected {lo_len[i]}..{hi_len[i]}: at most 8 Gaussians per payload byte)"))
+        rule(4, (count == 0) & (arr["crc"] != 0),
+             lambda i: f"{name}: brick {i} is empty but its payload CRC32 is not that of no bytes (0)")
+        want = start + np.concatenate([[0], np.cumsum(nbytes)[:-1]]) if len(nbytes) else nbytes
+        got = offset.astype(np.float64)  # u64 offsets: compare exactly below, this only finds candidates
+        rule(5, (offset != want.astype(np.uint64)) | (got > 2.0**62), lambda i: (
+            f"{name}: brick {i} payload starts at byte {int(offset[i])}, expected {int(want[i])}"))
+        if failures:
+            raise FormatError(min(failures, key=lambda f: f[:2])[2]())
+        total = int(count.sum())
+        if total != header.n_gaussians:
+            raise FormatError(
+                f"{name}: inconsistent counts: the header says {header.n_gaussians} Gaussians, "
+                f"the brick table holds {total}"
+            )
+        f32 = {k: np.ascontiguousarray(v, np.float32) for k, v in boxes.items()}
+        return cls(lo, hi, f32["reach_lo"], f32["reach_hi"], f32["pos_lo"], f32["pos_hi"], count,
+                   arr["crc"].astype(np.int64), offset.astype(np.int64), nbytes)
+
+
 # -- parsing -------------------------------------------------------------------------
 
 
@@ -253,6 +374,13 @@ def parse_header(buf: bytes, name: str, file_bytes: int) -> Header:
         raise FormatError(f"{name}: header intensity offset {offset} is not finite")
     if not (math.isfinite(scale) and scale > 0):
         raise FormatError(f"{name}: header intensity scale {scale} is invalid (finite and > 0 expected)")
+    top = _output_max(dtype_code)
+    if max(abs(offset), abs(offset + scale)) > top:
+        raise FormatError(
+            f"{name}: header intensity offset {offset:g} and scale {scale:g} decode model values 0..1 "
+            f"beyond the largest finite {CODE_DTYPES[dtype_code]} ({top:g}); the file would decode to "
+            "infinities"
+        )
     if not 1 <= n_bricks <= MAX_BRICKS:
         raise FormatError(f"{name}: header brick count {n_bricks} is invalid (expected 1..{MAX_BRICKS})")
     if n_sections > MAX_SECTIONS:
@@ -260,6 +388,24 @@ def parse_header(buf: bytes, name: str, file_bytes: int) -> Header:
     return Header(
         version, flags, shape, dtype_code, n_bricks, spacing, offset, scale, n_gaussians, n_sections
     )
+
+
+def _output_max(dtype_code: int) -> float:
+    """Largest finite value of a file's output dtype (float64's for integer dtypes, which clip)."""
+    dt = CODE_DTYPES[dtype_code]
+    return float(np.finfo(dt if dt.kind == "f" else np.float64).max)
+
+
+def check_decoded_range(values_lo: float, values_hi: float, header: Header, name: str, what: str) -> None:
+    """``FormatError`` unless model values ``values_lo..values_hi`` decode (``offset + scale * v``) to
+    finite numbers of the file's dtype (integer dtypes clip, so only float64 overflow matters)."""
+    top = _output_max(header.dtype_code)
+    ends = [header.offset + header.scale * float(v) for v in (values_lo, values_hi)]
+    if not all(math.isfinite(e) and abs(e) <= top for e in ends):
+        raise FormatError(
+            f"{name}: {what} spans model values {values_lo:g}..{values_hi:g}, which decode beyond the "
+            f"largest finite {CODE_DTYPES[header.dtype_code]} ({top:g})"
+        )
 
 
 def table_crc(header_bytes: bytes, table_body: bytes) -> int:
@@ -270,7 +416,7 @@ def table_crc(header_bytes: bytes, table_body: bytes) -> int:
 
 def parse_tables(
     header: Header, header_bytes: bytes, buf: bytes, name: str
-) -> tuple[list[BrickInfo], list[SectionInfo]]:
+) -> tuple[BrickTable, list[SectionInfo]]:
     """Check and unpack the brick and section tables (``buf`` = exactly ``header.table_size`` bytes).
 
     Checks the table CRC (which also covers ``header_bytes``), every field, and that payloads are packed in table
@@ -278,7 +424,7 @@ def parse_tables(
     gaps or overlaps, and that the brick counts add up to the header's.
     """
     n_b, n_s = header.n_bricks, header.n_sections
-    body = bytes(buf[:-TABLE_CRC_SIZE])
+    body = memoryview(buf)[:-TABLE_CRC_SIZE]  # no copy: the table may be large
     (stored,) = struct.unpack_from("<I", buf, len(buf) - TABLE_CRC_SIZE)
     if table_crc(header_bytes, body) != stored:
         end = HEADER_SIZE + len(body) - 1
@@ -298,77 +444,18 @@ def parse_tables(
             raise FormatError(f"{name}: section {i} payload starts at byte {s.offset}, expected {pos}")
         pos = s.end
         sections.append(s)
-    bricks = []
-    total = 0
-    for i in range(n_b):
-        f = entry.unpack_from(body, i * entry.size)
-        core = f[0:6]
-        b = BrickInfo(
-            core_lo=(core[0], core[2], core[4]),
-            core_hi=(core[1], core[3], core[5]),
-            reach_lo=tuple(f[6:9]),
-            reach_hi=tuple(f[9:12]),
-            pos_lo=tuple(f[12:15]),
-            pos_hi=tuple(f[15:18]),
-            count=f[18],
-            crc=f[19],
-            nbytes=f[21] if header.version >= 2 else f[18] * V1_BYTES_PER_GAUSSIAN,
-            offset=f[20],
-        )
-        _check_brick(b, i, header.shape, name)
-        if header.version >= 2:
-            _check_payload_length(b, i, name, header.version)
-        if b.offset != pos:
-            raise FormatError(f"{name}: brick {i} payload starts at byte {b.offset}, expected {pos}")
-        pos = b.end
-        total += b.count
-        bricks.append(b)
-    if total != header.n_gaussians:
-        raise FormatError(
-            f"{name}: inconsistent counts: the header says {header.n_gaussians} Gaussians, "
-            f"the brick table holds {total}"
-        )
+    bricks = BrickTable.parse(body[: n_b * entry.size], header, pos, name)
     return bricks, sections
 
 
-def payload_length_range(version: int, count: int) -> tuple[int, int]:
-    """Smallest and largest payload length (bytes) of a brick of ``count > 0`` Gaussians in format
-    ``version`` (2 or 3). Both bound ``count`` by the payload: at most 8 Gaussians per byte, so
-    nothing a reader allocates for a brick outgrows its bytes by more than a fixed factor."""
+def payload_length_range(version: int, count):
+    """Smallest and largest payload length (bytes) of a brick of ``count > 0`` Gaussians (an int or an
+    int64 array) in format ``version`` (2 or 3). Both bound ``count`` by the payload: at most 8
+    Gaussians per byte, so nothing a reader allocates for a brick outgrows its bytes by more than a
+    fixed factor."""
+    count = np.asarray(count, np.int64)
+    eight = (count + 7) // 8
     if version == 2:
-        return max(payload_v2.HEADER_SIZE, (count + 7) // 8), payload_v2.max_size(count)
-    return payload_v3.min_size(count), payload_v3.max_size(count)
-
-
-def _check_payload_length(b: BrickInfo, i: int, name: str, version: int) -> None:
-    if b.count == 0 and b.nbytes:
-        raise FormatError(f"{name}: brick {i} is empty but its payload length is {b.nbytes}, not 0")
-    if b.count > MAX_BRICK_GAUSSIANS:
-        raise FormatError(
-            f"{name}: brick {i} claims {b.count} Gaussians; a brick holds at most {MAX_BRICK_GAUSSIANS}"
-        )
-    lo, hi = payload_length_range(version, b.count)
-    if b.count and not lo <= b.nbytes <= hi:
-        raise FormatError(
-            f"{name}: brick {i} payload length {b.nbytes} is impossible for {b.count} Gaussians "
-            f"(expected {lo}..{hi}: at most 8 Gaussians per payload byte)"
-        )
-
-
-def _check_brick(b: BrickInfo, i: int, shape, name: str) -> None:
-    for a, axis in enumerate("ZYX"):
-        if not 0 <= b.core_lo[a] < b.core_hi[a] <= shape[a]:
-            raise FormatError(
-                f"{name}: brick {i} core bounds {b.core_lo[a]}:{b.core_hi[a]} on axis {axis} are not "
-                f"a non-empty range inside 0:{shape[a]}"
-            )
-    floats = b.reach_lo + b.reach_hi + b.pos_lo + b.pos_hi
-    if not all(math.isfinite(v) for v in floats):
-        raise FormatError(f"{name}: brick {i} has a NaN or infinite reach or position box")
-    if not all(lo <= hi for lo, hi in zip(b.pos_lo, b.pos_hi)):
-        raise FormatError(f"{name}: brick {i} position box {b.pos_lo}..{b.pos_hi} has lo > hi")
-    if b.count == 0:
-        if any(floats[:6]):
-            raise FormatError(f"{name}: brick {i} is empty but its reach box is not all zero")
-    elif not all(lo <= hi for lo, hi in zip(b.reach_lo, b.reach_hi)):
-        raise FormatError(f"{name}: brick {i} reach box {b.reach_lo}..{b.reach_hi} has lo > hi")
+        return (np.maximum(payload_v2.HEADER_SIZE, eight),
+                payload_v2.HEADER_SIZE + payload_v2.PLANES + count * payload_v2.MAX_BITS_PER_GAUSSIAN // 8)
+    return np.maximum(payload_v3.HEADER_SIZE, eight), payload_v3.max_size_array(count)

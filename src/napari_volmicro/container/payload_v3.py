@@ -516,6 +516,12 @@ def max_size(count: int) -> int:
     return 0 if count == 0 else HEADER_SIZE + 4 + (count * (8 * 26 + 47) + 7) // 8 + 4
 
 
+def max_size_array(count: np.ndarray) -> np.ndarray:
+    """``max_size`` of each count of an int64 array (0 for 0)."""
+    count = np.asarray(count, np.int64)
+    return np.where(count > 0, HEADER_SIZE + 4 + (count * (8 * 26 + 47) + 7) // 8 + 4, 0)
+
+
 def to_bytes(planes: np.ndarray) -> bytes:
     """Head, ANS words, raw bits (zero-padded to a byte), then zero bytes up to ``min_size``."""
     n = int(planes.shape[1])

@@ -28,14 +28,18 @@ from .layout import (
     HEADER_SIZE,
     SECTION_BACKGROUND,
     SECTION_RESIDUAL,
-    BrickInfo,
+    BrickTable,
     Header,
     SectionInfo,
+    check_decoded_range,
     crc32,
     parse_header,
     parse_tables,
 )
 
+#: largest magnitude of a background node (model units; the amplitudes' float16 range): larger
+#: values are no background an encoder writes, and would overflow float32 decoding
+BACKGROUND_MAX = 65504.0
 #: how far (voxels) a Gaussian's recomputed 3-sigma box may stick out of its
 #: brick's stored reach box (covers float rounding differences between machines)
 REACH_TOLERANCE = 1e-4
@@ -86,9 +90,9 @@ class VmgFile:
                 f"({h.n_bricks} bricks, {h.n_sections} sections), the file has {self.file_bytes} bytes"
             )
         bricks, sections = parse_tables(h, head, self._read(HEADER_SIZE, h.table_size), self.name)
-        self.bricks: tuple[BrickInfo, ...] = tuple(bricks)
+        self.bricks: BrickTable = bricks  # a sequence of BrickInfo, held as arrays
         self.sections: tuple[SectionInfo, ...] = tuple(sections)
-        self.expected_bytes = bricks[-1].end
+        self.expected_bytes = int(bricks.end[-1])
         if self.file_bytes > self.expected_bytes:
             raise FormatError(
                 f"{self.name}: {self.file_bytes - self.expected_bytes} unexpected bytes after the end of the "
@@ -140,7 +144,13 @@ class VmgFile:
             if s.type == SECTION_BACKGROUND:
                 if background is not None:
                     raise FormatError(f"{self.name}: more than one background section")
-                background = parse_background(data, f"{self.name}: background section {i}")
+                where = f"{self.name}: background section {i}"
+                background = parse_background(data, where)
+                peak = float(np.abs(background).max())
+                if peak > BACKGROUND_MAX:
+                    raise FormatError(f"{where}: node values reach {peak:g} model units (at most {BACKGROUND_MAX:g})")
+                check_decoded_range(float(background.min()), float(background.max()), self.header, where,
+                                    "the background field")
             elif s.required:
                 raise UnsupportedVersionError(
                     f"{self.name}: section {i} has type {s.type}, which this reader does not know and the "
@@ -240,7 +250,7 @@ class VmgFile:
 
     def brick_available(self, i: int) -> bool:
         """Whether brick ``i``'s payload lies inside the file (False after a truncation)."""
-        return self.bricks[i].end <= self.file_bytes
+        return int(self.bricks.end[i]) <= self.file_bytes
 
     @property
     def info(self) -> dict:
@@ -381,10 +391,8 @@ class VmgFile:
         """(B, 3) reach lo and hi (float64) and (B,) whether each brick has Gaussians, built once."""
         table = getattr(self, "_reach", None)
         if table is None:
-            lo = np.array([b.reach_lo for b in self.bricks], np.float64).reshape(-1, 3)
-            hi = np.array([b.reach_hi for b in self.bricks], np.float64).reshape(-1, 3)
-            filled = np.array([b.count > 0 for b in self.bricks], bool)
-            table = self._reach = (lo, hi, filled)
+            b = self.bricks
+            table = self._reach = (b.reach_lo.astype(np.float64), b.reach_hi.astype(np.float64), b.count > 0)
         return table
 
     def load_region(self, region) -> GaussianVolume:
@@ -401,7 +409,7 @@ class VmgFile:
     def check_complete(self) -> None:
         """``FormatError`` if the file is cut short (some bricks' payloads are missing)."""
         if not self.complete:
-            missing = sum(not self.brick_available(i) for i in range(len(self.bricks)))
+            missing = int(np.count_nonzero(self.bricks.end > self.file_bytes))
             raise FormatError(
                 f"{self.name}: truncated: the file has {self.file_bytes} bytes, its tables describe "
                 f"{self.expected_bytes} ({missing} of {len(self.bricks)} bricks cut off)"
@@ -414,8 +422,8 @@ class VmgFile:
         if self._residual_index is not None:
             self._check_section_crc(self._residual_index)
         with self._lock, open(self.path, "rb") as fh:
-            for i in range(len(self.bricks)):
-                self._load_brick(i, fh)
+            for i in np.flatnonzero(self.bricks.count > 0):  # an empty brick has no bytes (its CRC is 0)
+                self._load_brick(int(i), fh)
 
 
 def _fmt(box) -> str:
