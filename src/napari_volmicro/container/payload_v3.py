@@ -166,8 +166,12 @@ def canonical(scales: np.ndarray, quats: np.ndarray, scale_codes: np.ndarray):
 
 
 def _minifloat(x: np.ndarray, shift: int, mag_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """float16 of ``x`` rounded to ``10 - shift`` mantissa bits, ties to even (so values already on a
+    finer grid, such as a format-2 file's, are not all rounded the same way): (sign bit, magnitude
+    code), the code at most ``mag_max`` (finite)."""
     bits = np.asarray(x, np.float16).view(np.uint16).astype(np.int64)
-    mag = np.minimum(((bits & 0x7FFF) + (1 << (shift - 1))) >> shift, mag_max)
+    mag = bits & 0x7FFF
+    mag = np.minimum((mag + (1 << (shift - 1)) - 1 + ((mag >> shift) & 1)) >> shift, mag_max)
     return bits >> 15, mag
 
 
