@@ -36,7 +36,7 @@ def test_info_prints_summary_and_json(vmg, capsys):
     size = vmg.stat().st_size
     assert info["shape"] == [12, 24, 20] and info["dtype"] == "uint16"
     assert info["n_gaussians"] == 60 and info["file_bytes"] == size and info["n_bricks"] == 8
-    assert info["spacing"] == [2.0, 0.5, 0.5] and info["format_version"] == 2
+    assert info["spacing"] == [2.0, 0.5, 0.5] and info["format_version"] == 3
     assert info["intensity_offset"] == 100.0 and info["intensity_scale"] == 4000.0
     assert info["background_shape"] is None
     assert info["bpp"] == pytest.approx(8 * size / (12 * 24 * 20))
@@ -88,7 +88,7 @@ def _corrupt(vmg, tmp_path):
     flipped = bytearray(data)
     flipped[-5] ^= 0x04
     newer = bytearray(data)
-    newer[8:10] = struct.pack("<H", 3)
+    newer[8:10] = struct.pack("<H", 4)
     files = {
         "truncated": data[:-30],
         "flipped": bytes(flipped),
@@ -112,7 +112,7 @@ def test_bad_files_give_one_line_errors(vmg, tmp_path, capsys, command):
         (paths["magic"], "not a .vmg file"),
         (
             paths["newer"],
-            "written by format version 3; this reader supports up to 2, upgrade napari-volmicro",
+            "written by format version 4; this reader supports up to 3, upgrade napari-volmicro",
         ),
         (tmp_path, "is a directory"),
     ]
