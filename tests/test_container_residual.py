@@ -29,7 +29,9 @@ BLOB = bytes(range(256)) * 7 + b"tail"
 
 def _with_layer(gv, blob=BLOB):
     gv = gv.replace()  # a copy: the fixture's model stays without a layer
-    object.__setattr__(gv, "residual", BlobLayer(blob))  # works before GaussianVolume has the field
+    layer = BlobLayer(blob)
+    layer.shape = gv.shape
+    object.__setattr__(gv, "residual", layer)  # works before GaussianVolume has the field
     return gv
 
 
@@ -39,9 +41,16 @@ def fake_residual_module(monkeypatch):
     mod = types.ModuleType("napari_volmicro.residual")
     opened = []
 
+    class Opened:
+        def __init__(self, vmg):
+            self.shape, self.name = tuple(vmg.shape), vmg.name
+
+        def __eq__(self, other):
+            return other == ("layer-of", self.name)
+
     def open_layer(vmg):
         opened.append(vmg)
-        return ("layer-of", vmg.name)
+        return Opened(vmg)
 
     mod.open_layer = open_layer
     monkeypatch.setitem(sys.modules, "napari_volmicro.residual", mod)
@@ -67,6 +76,7 @@ def test_residual_section_round_trip(tmp_path, small_model, brick_shape, fake_re
     # the layer is opened once, on demand, with this VmgFile
     assert vmg.residual_layer() == ("layer-of", str(path)) and vmg.residual_layer() is vmg.residual_layer()
     assert fake_residual_module == [vmg]
+    assert container.load(path).residual == ("layer-of", str(path))  # load() attaches it
     # the base model is unchanged by the section
     plain = container.load(container.save(small_model.replace(background=gv.background), tmp_path / "p.vmg",
                                           brick_shape=brick_shape))

@@ -88,6 +88,8 @@ HEADER_SIZE = HEAD.size
 MAX_ALPHABET = 4096
 #: Morton gap bit lengths 0..48
 GAP_ALPHABET = 49
+#: bits of a symbol the entropy coder codes; lower bits of larger alphabets are stored raw
+CODED_BITS = 5
 #: first adaptive chunk (symbols); chunk j holds FIRST_CHUNK * 2^j
 FIRST_CHUNK = 32
 #: weight of an observed symbol against the prior count of 1 for every symbol
@@ -396,14 +398,16 @@ def decode_stream(coder, n: int, alphabet: int, where: str) -> np.ndarray:
     if alphabet < 2 or n == 0:
         return np.zeros(n, np.int64)
     out = np.empty(n, np.int64)
-    counts = np.zeros(int(alphabet), np.int64)
+    weights = np.ones(int(alphabet), np.float64)  # == _weights(counts), kept up to date in place
+    categorical = constriction.stream.model.Categorical
     for a, b in chunk_bounds(n):
-        model = constriction.stream.model.Categorical(_weights(counts), perfect=False)
         try:
-            out[a:b] = coder.decode(model, b - a)
+            got = coder.decode(categorical(weights, perfect=False), b - a)
         except Exception as exc:  # constriction reports bad data as ValueError/RuntimeError
             raise FormatError(f"{where}: the entropy-coded data are corrupt ({exc})") from None
-        counts += np.bincount(out[a:b], minlength=alphabet)
+        out[a:b] = got
+        if b < n:
+            weights += COUNT_WEIGHT * np.bincount(got, minlength=alphabet)
     return out
 
 
@@ -427,8 +431,27 @@ def rotation_classes(steps: np.ndarray) -> list[tuple[int, np.ndarray]]:
 # -- payload bytes --------------------------------------------------------------------------
 
 
+def split_bits(alphabet: int) -> int:
+    """Low bits of a symbol of an ``alphabet``-symbol stream stored raw rather than coded: the coded
+    part keeps at most ``CODED_BITS`` bits (an entropy coder's cost per symbol grows with the
+    alphabet; the low bits of these codes are close to uniform)."""
+    return max(0, int(alphabet - 1).bit_length() - CODED_BITS)
+
+
+def _coded_streams(values: list[tuple[np.ndarray, int]]):
+    """Split each (symbols, alphabet): the coded streams and the raw (values, widths) fields."""
+    streams, raw_v, raw_w = [], [], []
+    for sym, alphabet in values:
+        k = split_bits(alphabet)
+        streams.append((sym >> k, ((alphabet - 1) >> k) + 1))
+        raw_v.append(sym & ((1 << k) - 1))
+        raw_w.append(np.full(len(sym), k, np.int64))
+    return streams, raw_v, raw_w
+
+
 def _streams_of(planes: np.ndarray):
-    """Symbols, classes and alphabets of every stream of a brick's codes; head fields; raw fields."""
+    """Coded streams (symbols, alphabet) of a brick's codes in decode order, the head fields, and the
+    raw fields (values, widths) in payload order."""
     p = planes.astype(np.int64)
     m = morton(p[0:3])
     gaps = np.diff(m, prepend=0)
@@ -441,18 +464,19 @@ def _streams_of(planes: np.ndarray):
         "d1_alphabet": int(d1.max() + 1), "d2_alphabet": int(d2.max() + 1),
         "amp_base": int(amp.min()), "amp_alphabet": int(amp.max() - amp.min() + 1),
     }
-    streams = [
-        (gbits, GAP_ALPHABET),
+    values = [
         (c0 - head["c0_base"], head["c0_alphabet"]),
         (d1, head["d1_alphabet"]),
         (d2, head["d2_alphabet"]),
         (amp - head["amp_base"], head["amp_alphabet"]),
     ]
     for q, idx in rotation_classes(rotation_steps(p[3:7])):
-        streams.append((p[7:10, idx].ravel(), 2 * q + 1))
-    raw_width = gap_widths(gbits)
-    raw = gaps & ((np.int64(1) << raw_width) - 1)
-    return head, streams, raw, raw_width
+        values.append((p[7:10, idx].ravel(), 2 * q + 1))
+    streams, raw_v, raw_w = _coded_streams(values)
+    gap_w = gap_widths(gbits)
+    raw = np.concatenate([gaps & ((np.int64(1) << gap_w) - 1), *raw_v])
+    raw_width = np.concatenate([gap_w, *raw_w])
+    return head, [(gbits, GAP_ALPHABET), *streams], raw, raw_width
 
 
 def _bit_length(x: np.ndarray) -> np.ndarray:
@@ -505,6 +529,12 @@ def _unpack(data: np.ndarray, widths: np.ndarray) -> np.ndarray:
 
         return unpack_fields(np.ascontiguousarray(data, np.uint8), widths.astype(np.int64))
     return unpack_fields_reference(data, widths)
+
+
+def _unpack_from(data: np.ndarray, start_bit: int, widths: np.ndarray) -> np.ndarray:
+    """Fields of ``widths`` starting ``start_bit`` bits into ``data``."""
+    fields = _unpack(data[start_bit // 8 :], np.concatenate([[start_bit % 8], widths]).astype(np.int64))
+    return fields[1:]
 
 
 def min_size(count: int) -> int:
@@ -576,34 +606,60 @@ def from_bytes(buf: bytes, count: int, lo, hi, where: str) -> np.ndarray:
     except Exception as exc:
         raise FormatError(f"{where}: the entropy-coded data are corrupt ({exc})") from None
     gbits = decode_stream(coder, count, GAP_ALPHABET, where)
-    c0 = decode_stream(coder, count, c0_alpha, where) + c0_base
-    d1 = decode_stream(coder, count, d1_alpha, where)
-    d2 = decode_stream(coder, count, d2_alpha, where)
-    amp = decode_stream(coder, count, amp_alpha, where) + amp_base
+    if np.ldexp(1.0, gbits).sum() >= 2.0**50:
+        raise FormatError(f"{where}: Morton codes run past 48 bits")
+
+    def split(n, alphabet):
+        k = split_bits(alphabet)
+        return decode_stream(coder, n, ((alphabet - 1) >> k) + 1, where), k
+
+    heads = [split(count, a) for a in (c0_alpha, d1_alpha, d2_alpha, amp_alpha)]
+    # the rotation classes need whole scale and amplitude codes: their raw low bits come first
+    raw_bits = int(gap_widths(gbits).sum()) + count * sum(k for _, k in heads)
+    rest = len(buf) - ans_end
+    if (raw_bits + 7) // 8 > rest:
+        raise FormatError(f"{where}: payload has {len(buf)} bytes, its raw bits need more")
+    raw_data = np.frombuffer(buf, np.uint8, rest, ans_end)
+    widths = np.concatenate([gap_widths(gbits)] + [np.full(count, k, np.int64) for _, k in heads])
+    fields = _unpack(raw_data, widths)
+    raw_gap, lows = fields[:count], fields[count:].reshape(4, count)
+    c0, d1, d2, amp = ((high << k) | low for (high, k), low in zip(heads, lows))
+    c0 = c0 + c0_base
+    amp = amp + amp_base
     codes = np.zeros((PLANES, count), np.int64)
     codes[3], codes[4], codes[5] = c0, c0 - d1, c0 - d1 - d2
-    if codes[5].min() < SCALE_CODE_MIN:
-        bad = int(np.argmax(codes[5] < SCALE_CODE_MIN))
-        raise FormatError(f"{where}: Gaussian {bad} has an invalid scale code")
+    bad = (codes[5] < SCALE_CODE_MIN) | (codes[3] > SCALE_CODE_MAX)
+    if bad.any():
+        raise FormatError(f"{where}: Gaussian {int(np.argmax(bad))} has an invalid scale code")
+    bad = np.abs(amp - AMPLITUDE_ZERO) > AMPLITUDE_MAG_MAX
+    if bad.any():
+        raise FormatError(f"{where}: Gaussian {int(np.argmax(bad))} has an invalid amplitude code")
     codes[6] = amp
-    for q, idx in rotation_classes(rotation_steps(codes[3:7])):
-        codes[7:10, idx] = decode_stream(coder, 3 * len(idx), 2 * q + 1, where).reshape(3, len(idx))
+    rot = [(q, idx, *split(3 * len(idx), 2 * q + 1)) for q, idx in rotation_classes(rotation_steps(codes[3:7]))]
     if not coder.is_empty():
         raise FormatError(f"{where}: the entropy-coded data hold more than the payload's symbols")
-    widths = gap_widths(gbits)
-    raw_bytes = (int(widths.sum()) + 7) // 8
+    rot_widths = np.concatenate([np.full(3 * len(idx), k, np.int64) for _, idx, _, k in rot] + [np.zeros(0, np.int64)])
+    total = raw_bits + int(rot_widths.sum())
+    raw_bytes = (total + 7) // 8
     natural = ans_end + raw_bytes
     want = max(natural, min_size(count))
     if len(buf) != want:
         raise FormatError(f"{where}: payload has {len(buf)} bytes, its contents need {want}")
-    raw_data = np.frombuffer(buf, np.uint8, raw_bytes, ans_end)
-    used = int(widths.sum()) % 8
-    if raw_bytes and used and int(raw_data[-1]) >> used:
-        raise FormatError(f"{where}: non-zero padding bits after the position bits")
+    if total % 8 and int(raw_data[raw_bytes - 1]) >> (total % 8):
+        raise FormatError(f"{where}: non-zero padding bits after the raw bits")
     if any(buf[natural:]):
         raise FormatError(f"{where}: non-zero padding bytes at the end of the payload")
-    raw = _unpack(raw_data, widths)
-    gaps = np.where(gbits > 0, (np.int64(1) << np.maximum(gbits - 1, 0)) | raw, 0)
+    if len(rot_widths):
+        lows = _unpack_from(raw_data, raw_bits, rot_widths)
+        pos = 0
+        for q, idx, high, k in rot:
+            u = ((high << k) | lows[pos : pos + 3 * len(idx)]).reshape(3, len(idx))
+            pos += 3 * len(idx)
+            bad = (u > 2 * q).any(axis=0)
+            if bad.any():
+                raise FormatError(f"{where}: Gaussian {int(idx[np.argmax(bad)])} has an invalid rotation code")
+            codes[7:10, idx] = u
+    gaps = np.where(gbits > 0, (np.int64(1) << np.maximum(gbits - 1, 0)) | raw_gap, 0)
     m = np.cumsum(gaps)
     if m[-1] >= 1 << 48:
         raise FormatError(f"{where}: Morton codes run past 48 bits")
