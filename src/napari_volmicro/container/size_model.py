@@ -8,10 +8,10 @@ lives, per format version:
 - version 1: exactly 22 bytes per Gaussian (``payload_v1.BYTES_PER_GAUSSIAN``);
 - version 2: the position bits of a box spanning the brick plus typical widths of the other
   planes (63 bits, measured on trained models), and 33 descriptor bytes per brick;
-- version 3: Morton-gap coded positions cost about ``log2(V 16^3 / N) + 1`` bits for N
-  Gaussians in V voxels (the gaps of N sorted points on a grid of ``V 16^3`` cells), plus
-  ``V3_OTHER_BITS`` for scales, amplitude and rotation (37-40 measured on trained and random
-  models), and the payload head per brick.
+- version 3: Morton-gap coded positions cost about ``log2(V 16^3 / N)`` bits for N
+  Gaussians in V voxels (the gaps of N sorted points on a grid of ``V 16^3`` cells; clustered
+  trained models take up to a bit less), plus ``V3_OTHER_BITS`` for scales, amplitude and
+  rotation (37-40 measured on trained and random models), and the payload head per brick.
 
 The estimate errs towards more Gaussians (a few percent): the encoder trains that many and the
 final prune (``encode.budget.fit_budget``) removes the least massive until the exact size fits.
@@ -29,11 +29,13 @@ from .layout import FORMAT_VERSION
 #: version 2: typical bit widths of the planes other than positions (scales 3 x 8, quaternion
 #: index 2 + 3 x 9, amplitude 10), measured on models trained at 0.073-0.3 bpp
 V2_OTHER_BITS = 3 * 8 + 2 + 3 * 9 + 10
-#: version 3: bits of scales, amplitude and rotation per Gaussian (37-40 measured; the low end, so the
-#: estimate errs towards more Gaussians)
-V3_OTHER_BITS = 38.0
-#: version 3: position bits beyond log2(cells / N)
-V3_POSITION_EXTRA_BITS = 1.0
+#: version 3: bits of scales, amplitude and rotation per Gaussian (37-40 measured; below the low end, so
+#: the estimate errs towards more Gaussians: a trained model too small for its budget cannot grow at
+#: the end, one a few percent too large is pruned)
+V3_OTHER_BITS = 36.0
+#: version 3: position bits beyond log2(cells / N) (-1 on clustered trained models to +2.3 on uniform
+#: random ones)
+V3_POSITION_EXTRA_BITS = 0.0
 #: version 3: bytes per brick beyond the Gaussians (payload head, the entropy coder's last word)
 V3_BRICK_BYTES = payload_v3.HEADER_SIZE + 4
 
