@@ -8,7 +8,9 @@ Parts (all by default; pick with ``--parts``):
   ``purkinje_sample.vmg`` (itself format-2 quantised): file bytes per Gaussian (header, table and
   background included) and payload bytes per Gaussian in formats 2 and 3, and ``psnr_full`` of the
   dense decode against the original volume for the float model and both formats (dB difference
-  to the float model). Where a 0.3 bpp model of the same volume is cached: **equal bytes**, that
+  to the float model). **Equal bytes**: a budget of 2/3 of the model's format-2 file, each format
+  keeping the most massive Gaussians that fit (``fit_budget``). Where a 0.3 bpp model of the same
+  volume is cached, also that
   model pruned (``fit_budget``, most massive first) to the 0.073 model's format-2 file size in
   each format, and the psnr of each.
 - ``region``: the container's share of a 128^3 region decode: ``VmgFile.load_region`` (read +
@@ -113,6 +115,17 @@ def bytes_part(rows: list) -> None:
               f"{r['v3_payload_bpg']:>7.2f} {ref:>9.3f} {r['v2_db'] - ref:>+7.3f} {r['v3_db'] - ref:>+7.3f} "
               f"{r['v3_db'] - r['v2_db']:>+6.3f}", flush=True)
         rows.append(r)
+        # equal bytes from this model: a budget of 2/3 of its format-2 file; each format keeps the most
+        # massive Gaussians that fit (format 3 keeps about 1.5 times as many)
+        budget = 2 * len(container.to_bytes(gv, version=2)) // 3
+        eq = {"model": f"{name} at 2/3 of its v2 size ({budget} B)"}
+        for v in (2, 3):
+            fitted = fit_budget(gv, budget, size=lambda m, v=v: container.file_size(m, version=v))
+            eq[f"v{v}_n"] = fitted.n_gaussians
+            eq[f"v{v}_db"] = metrics.psnr_full(vol, container.quantize(fitted, version=v).decode())
+        print(f"  equal bytes {budget} B (2/3 of v2): v2 {eq['v2_n']} Gaussians {eq['v2_db']:.3f} dB, "
+              f"v3 {eq['v3_n']} Gaussians {eq['v3_db']:.3f} dB ({eq['v3_db'] - eq['v2_db']:+.3f})", flush=True)
+        rows.append(eq)
         big = path.with_name(path.stem.replace("_0.073", "_0.3") + ".npz") if "_0.073" in path.stem else None
         if big is not None and big.exists():
             budget = container.file_size(gv, version=2)
