@@ -221,6 +221,10 @@ class BrickTable(Sequence):
         self.core_lo, self.core_hi = core_lo, core_hi
         self.reach_lo, self.reach_hi, self.pos_lo, self.pos_hi = reach_lo, reach_hi, pos_lo, pos_hi
         self.count, self.crc, self.offset, self.nbytes = count, crc, offset, nbytes
+        self._made: dict[int, BrickInfo] = {}  # entries made so far (at most MADE_MAX kept)
+
+    #: most ``BrickInfo`` objects kept once made (a region reads the same bricks again and again)
+    MADE_MAX = 1 << 14
 
     def __len__(self) -> int:
         return len(self.count)
@@ -229,7 +233,12 @@ class BrickTable(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         i = range(len(self))[i]  # negative indices, IndexError
-        return BrickInfo(
+        made = self._made.get(i)
+        if made is not None:
+            return made
+        if len(self._made) >= self.MADE_MAX:
+            self._made.clear()
+        made = self._made[i] = BrickInfo(
             core_lo=tuple(int(v) for v in self.core_lo[i]),
             core_hi=tuple(int(v) for v in self.core_hi[i]),
             reach_lo=tuple(float(v) for v in self.reach_lo[i]),
@@ -241,6 +250,7 @@ class BrickTable(Sequence):
             nbytes=int(self.nbytes[i]),
             offset=int(self.offset[i]),
         )
+        return made
 
     @property
     def end(self) -> np.ndarray:

@@ -38,6 +38,7 @@ machine. Full specification: docs/format.md.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import numpy as np
@@ -354,14 +355,15 @@ def decode(planes: np.ndarray, lo, hi) -> dict[str, np.ndarray]:
 # -- streams of symbols -------------------------------------------------------------------
 
 
-def chunk_bounds(n: int) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=256)
+def chunk_bounds(n: int) -> tuple[tuple[int, int], ...]:
     """The adaptive chunks of a stream of ``n`` symbols: [0, 32), [32, 96), [96, 224), ..."""
     out, a, size = [], 0, FIRST_CHUNK
     while a < n:
         out.append((a, min(n, a + size)))
         a += size
         size *= 2
-    return out
+    return tuple(out)
 
 
 def _weights(counts: np.ndarray) -> np.ndarray:
