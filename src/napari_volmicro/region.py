@@ -93,7 +93,8 @@ def normalize_region(region, shape) -> RegionGrid:
             raise RegionError(f"region axis {axis}: step must be positive, got {s}")
         if a < 0 or b > n or a > n or b < 0:
             raise RegionError(
-                f"region axis {axis}: {a}:{b} is outside the volume (valid indices 0..{n})"
+                f"region axis {axis}: {a}:{b} is outside the volume (start and stop must be in 0..{n}: "
+                f"voxels 0 to {n - 1}, stop excluded; no negative indices)"
             )
         if b <= a:
             raise RegionError(f"region axis {axis}: {a}:{b} is empty")

@@ -2,6 +2,10 @@
 
 - ``read_volume(path)`` returns ``(array, spacing)``: the first image series of
   a TIFF (tifffile) or a ``.npy`` array, and the voxel size ``(z, y, x)``.
+  The header's shape is checked against the memory available before any
+  voxel is read (``InputError`` naming the size; a file may claim any shape).
+- ``volume_header(path)``: shape, dtype, spacing and where the spacing came
+  from, without reading the voxels.
   Spacing comes from OME-TIFF ``PhysicalSize{Z,Y,X}``, or from ImageJ's
   ``spacing`` entry (Z) and ``XResolution``/``YResolution`` tags (Y, X), and
   is converted to micrometres when the file names a length unit; without
@@ -12,8 +16,10 @@
   voxels on an axis, bool/complex/non-numeric dtypes) with an ``InputError``
   that names the source and says what to do.
 - ``write_volume(path, array, spacing=None)`` writes a TIFF (ImageJ
-  hyperstack metadata, or OME-TIFF for dtypes ImageJ cannot hold) or ``.npy``
-  atomically (temporary file in the same directory, then ``os.replace``).
+  hyperstack metadata, or OME-TIFF for dtypes ImageJ cannot hold and voxel
+  sizes a TIFF resolution tag cannot hold) or ``.npy`` atomically (temporary
+  file in the same directory, then ``os.replace``). Without a spacing the
+  TIFF claims no unit.
 
 Arrays are ZYX throughout.
 """
@@ -25,6 +31,7 @@ import logging
 import math
 import warnings
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +75,59 @@ def _check_existing_file(path: Path) -> None:
         raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file", str(path))
 
 
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What a volume file declares, read without its voxels.
+
+    shape: as stored (any number of axes); dtype; spacing: the voxel size (z, y, x) as
+    ``read_volume`` returns it; spacing_source: where it came from ("OME-TIFF metadata",
+    "ImageJ metadata", "TIFF resolution tags"), or None when the file has none (voxel units).
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    spacing: tuple[float, float, float]
+    spacing_source: str | None
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+#: what ``read_volume`` suggests for a volume larger than memory
+TOO_BIG_HINT = "compress it brick by brick with --bricks 256 (reads one brick at a time)"
+
+
+def volume_header(path) -> VolumeHeader:
+    """Shape, dtype and spacing of a TIFF or ``.npy`` volume without reading its voxels.
+
+    Raises like ``read_volume`` for missing, unsupported or unreadable files.
+    """
+    path = Path(path)
+    _check_existing_file(path)
+    suffix = _suffix(path)
+    if suffix in TIFF_SUFFIXES:
+        return _tiff_header(path)
+    if suffix in NPY_SUFFIXES:
+        shape, dtype = _npy_header(path)
+        return VolumeHeader(shape, dtype, (1.0, 1.0, 1.0), None)
+    raise InputError(
+        f"{path}: unsupported file type {path.suffix!r}; expected a TIFF (.tif, .tiff) or NumPy (.npy) volume"
+    )
+
+
+def check_fits_memory(shape, dtype, source: str, bytes_per_voxel: float | None = None, hint: str = TOO_BIG_HINT):
+    """``InputError`` if a ``shape`` x ``dtype`` volume (times ``bytes_per_voxel`` per voxel, default
+    the dtype's size) does not fit the memory available."""
+    from .resources import check_memory, format_bytes
+
+    n = math.prod(int(s) for s in shape)
+    itemsize = np.dtype(dtype).itemsize
+    need = int(n * (itemsize if bytes_per_voxel is None else bytes_per_voxel))
+    dims = " x ".join(str(int(s)) for s in shape)
+    check_memory(need, f"{source}: {dims} {np.dtype(dtype)} = {format_bytes(n * itemsize)}", hint)
+
+
 def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Read a volume and its voxel size from a TIFF or ``.npy`` file.
 
@@ -91,7 +151,49 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float]]:
     )
 
 
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a ``.npy`` header (``InputError`` for anything else)."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(fh)
+            else:  # 3.0 (utf-8 field names) has no public reader
+                shape, _, dtype = fmt._read_array_header(fh, version)
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+    return tuple(int(s) for s in shape), dtype
+
+
+def _check_npy_data(path: Path, shape, dtype) -> None:
+    """``InputError`` when the file is shorter than its header's array (truncated or crafted)."""
+    need = math.prod(shape) * np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        hlen = int.from_bytes(fh.read(2 if version == (1, 0) else 4), "little")
+        header_end = fh.tell() + hlen
+    if header_end + need > size:
+        dims = " x ".join(str(n) for n in shape)
+        from .resources import format_bytes
+
+        raise InputError(
+            f"{path}: truncated .npy file: its header declares {dims} {np.dtype(dtype)} = {format_bytes(need)}, "
+            f"the file has {format_bytes(max(0, size - header_end))} of data"
+        )
+
+
 def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:
+        is_npy = fh.read(6) == b"\x93NUMPY"
+    if is_npy:  # (an .npz archive is refused below)
+        shape, dtype = _npy_header(path)
+        if not dtype.hasobject:  # (np.load refuses object arrays below)
+            _check_npy_data(path, shape, dtype)
+            check_fits_memory(shape, dtype, str(path))
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as exc:  # bad magic, pickled objects, truncated data
@@ -116,7 +218,10 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise InputError(f"{path}: TIFF contains no images")
-            array = tif.series[0].asarray()
+            series = tif.series[0]
+            _check_tiff_data(series, path)  # before the pixels are allocated
+            check_fits_memory(series.shape, series.dtype, str(path))
+            array = series.asarray()
             spacing = _tiff_spacing(tif, path)
         if problems.messages:  # tifffile only logs these and returns partial data
             raise InputError(f"{path}: corrupt or truncated TIFF file ({problems.messages[0]})")
@@ -131,6 +236,41 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     finally:
         logger.removeFilter(problems)
     return array, spacing
+
+
+def _check_tiff_data(series, path: Path) -> None:
+    """``InputError`` when uncompressed, contiguous pixel data would run past the end of the file
+    (a header may claim any image size; such a file is truncated or crafted)."""
+    offset = getattr(series, "dataoffset", None)
+    if offset is None:
+        return
+    need = math.prod(int(n) for n in series.shape) * np.dtype(series.dtype).itemsize
+    size = path.stat().st_size
+    if offset + need > size:
+        dims = " x ".join(str(int(n)) for n in series.shape)
+        from .resources import format_bytes
+
+        raise InputError(
+            f"{path}: truncated or corrupt TIFF: it declares {dims} {np.dtype(series.dtype)} pixels "
+            f"= {format_bytes(need)} from byte {offset}, but the file has {format_bytes(size)}"
+        )
+
+
+def _tiff_header(path: Path) -> VolumeHeader:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise InputError(f"{path}: TIFF contains no images")
+            series = tif.series[0]
+            _check_tiff_data(series, path)
+            spacing, source = _tiff_spacing_and_source(tif, path)
+            return VolumeHeader(tuple(int(n) for n in series.shape), np.dtype(series.dtype), spacing, source)
+    except (InputError, FileNotFoundError, PermissionError, IsADirectoryError, MemoryError):
+        raise
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, OSError, struct.error, ...
+        raise InputError(f"{path}: not a readable TIFF file ({type(exc).__name__}: {exc})") from None
 
 
 class _TiffProblems(logging.Filter):
@@ -171,13 +311,22 @@ def _positive_or_none(value) -> float | None:
 
 
 def _tiff_spacing(tif, path: Path) -> tuple[float, float, float]:
-    spacing = None
+    return _tiff_spacing_and_source(tif, path)[0]
+
+
+def _tiff_spacing_and_source(tif, path: Path) -> tuple[tuple[float, float, float], str | None]:
+    """The voxel size (z, y, x) and the metadata it came from (None: none found, voxel units)."""
+    spacing, source = None, None
     if tif.is_ome and tif.ome_metadata:
         spacing = _ome_spacing(tif.ome_metadata)
+        source = "OME-TIFF metadata" if "PhysicalSize" in tif.ome_metadata else None
     if spacing is None and tif.is_imagej:
         spacing = _imagej_spacing(tif)
+        meta = tif.imagej_metadata or {}
+        source = "ImageJ metadata" if ("spacing" in meta or meta.get("unit") not in (None, "", "pixel")) else None
     if spacing is None:
         spacing = _resolution_spacing(tif, None)
+        source = "TIFF resolution tags" if spacing != (1.0, 1.0, 1.0) else None
     out = []
     for name, value in zip(_AXIS_NAMES, spacing):
         v = _positive_or_none(value)
@@ -188,7 +337,7 @@ def _tiff_spacing(tif, path: Path) -> tuple[float, float, float]:
             )
             v = 1.0
         out.append(v)
-    return (out[0], out[1], out[2])
+    return (out[0], out[1], out[2]), source
 
 
 def _ome_spacing(xml: str) -> tuple[float, float, float] | None:
@@ -275,6 +424,51 @@ def _extra_axis(shape: tuple[int, ...]) -> int:
     return int(np.argmin(shape))
 
 
+def check_shape(shape, dtype, source: str = "volume") -> tuple[int, int, int]:
+    """The shape and dtype checks of ``check_volume``, on a header alone (no voxels needed).
+
+    Returns the 3D shape (size-1 axes beyond three dropped); raises the same ``InputError``s
+    as ``check_volume`` for the dtype and the shape.
+    """
+    shape = tuple(int(s) for s in shape)
+    dt = np.dtype(dtype)
+    if dt.kind == "b":
+        raise InputError(
+            f"{source}: boolean array (a mask?); expected intensities; convert with volume.astype(np.uint8) if intended"
+        )
+    if dt.kind == "c":
+        raise InputError(f"{source}: complex dtype {dt}; pass the magnitude (np.abs) or the real part")
+    if dt.kind not in "uif":
+        raise InputError(f"{source}: dtype {dt} is not numeric; expected integer or floating-point intensities")
+    dims = shape
+    if len(shape) > 3 and 1 in shape:
+        squeezed = tuple(s for s in shape if s != 1)
+        dims = squeezed if len(squeezed) >= 3 else squeezed + (1,) * (3 - len(squeezed))
+    if len(dims) in (3, 4) and dims[-1] in (3, 4) and dt == np.uint8:
+        kind = "RGB" if dims[-1] == 3 else "RGBA"
+        raise InputError(
+            f"{source}: shape {shape} looks like an {kind} image (last axis of {dims[-1]} uint8 values); "
+            f"expected one grey-level channel, e.g. volume[..., 0]"
+        )
+    if len(dims) < 3:
+        what = {0: "a scalar", 1: "a 1D array", 2: "a 2D image"}[len(dims)]
+        raise InputError(f"{source}: shape {shape} is {what}; expected a 3D volume (Z, Y, X)")
+    if len(dims) > 3:
+        axis = _extra_axis(dims)
+        raise InputError(
+            f"{source}: shape {shape}: {len(dims)}D; axis {axis} (size {dims[axis]}) looks like channels or "
+            f"time points; pick one channel or time point, e.g. {_index_expr(len(dims), axis)}, "
+            f"to get a 3D volume (Z, Y, X)"
+        )
+    small = [f"{name}={n}" for name, n in zip(_AXIS_NAMES, dims) if n < MIN_AXIS_VOXELS]
+    if small:
+        raise InputError(
+            f"{source}: shape {shape} has fewer than {MIN_AXIS_VOXELS} voxels along {', '.join(small)}; "
+            f"expected a 3D volume (Z, Y, X) at least {MIN_AXIS_VOXELS} voxels on every axis"
+        )
+    return dims
+
+
 def check_volume(array, source: str = "volume") -> np.ndarray:
     """Validate one 3D (Z, Y, X) volume; return it ready for compression.
 
@@ -284,49 +478,13 @@ def check_volume(array, source: str = "volume") -> np.ndarray:
     starting with ``source``) for 2D images, 4D or higher stacks (naming the
     axis that looks like channels/time), RGB(A) images, NaN or Inf values,
     fewer than ``MIN_AXIS_VOXELS`` voxels on an axis, and bool, complex or
-    non-numeric dtypes.
+    non-numeric dtypes (``check_shape`` makes the checks that need no voxels).
     """
     arr = np.asarray(array)
-    shape = tuple(arr.shape)
     dt = arr.dtype
-    if dt.kind == "b":
-        raise InputError(
-            f"{source}: boolean array (a mask?); expected intensities; convert with volume.astype(np.uint8) if intended"
-        )
-    if dt.kind == "c":
-        raise InputError(f"{source}: complex dtype {dt}; pass the magnitude (np.abs) or the real part")
-    if dt.kind not in "uif":
-        raise InputError(f"{source}: dtype {dt} is not numeric; expected integer or floating-point intensities")
-
-    if arr.ndim > 3 and 1 in shape:
-        squeezed = tuple(s for s in shape if s != 1)
-        if len(squeezed) >= 3:
-            arr = arr.reshape(squeezed)
-        else:  # keep enough axes to report a sensible shape below
-            arr = arr.reshape(squeezed + (1,) * (3 - len(squeezed)))
-    rgb = arr.ndim in (3, 4) and arr.shape[-1] in (3, 4) and dt == np.uint8
-    if rgb:
-        kind = "RGB" if arr.shape[-1] == 3 else "RGBA"
-        raise InputError(
-            f"{source}: shape {shape} looks like an {kind} image (last axis of {arr.shape[-1]} uint8 values); "
-            f"expected one grey-level channel, e.g. volume[..., 0]"
-        )
-    if arr.ndim < 3:
-        what = {0: "a scalar", 1: "a 1D array", 2: "a 2D image"}[arr.ndim]
-        raise InputError(f"{source}: shape {shape} is {what}; expected a 3D volume (Z, Y, X)")
-    if arr.ndim > 3:
-        axis = _extra_axis(arr.shape)
-        raise InputError(
-            f"{source}: shape {shape}: {arr.ndim}D; axis {axis} (size {arr.shape[axis]}) looks like channels or "
-            f"time points; pick one channel or time point, e.g. {_index_expr(arr.ndim, axis)}, "
-            f"to get a 3D volume (Z, Y, X)"
-        )
-    small = [f"{name}={n}" for name, n in zip(_AXIS_NAMES, arr.shape) if n < MIN_AXIS_VOXELS]
-    if small:
-        raise InputError(
-            f"{source}: shape {shape} has fewer than {MIN_AXIS_VOXELS} voxels along {', '.join(small)}; "
-            f"expected a 3D volume (Z, Y, X) at least {MIN_AXIS_VOXELS} voxels on every axis"
-        )
+    dims = check_shape(arr.shape, dt, source)
+    if arr.shape != dims:
+        arr = arr.reshape(dims)
     if dt.kind == "f" and not np.isfinite(arr).all():
         n_nan = int(np.count_nonzero(np.isnan(arr)))
         n_inf = int(np.count_nonzero(np.isinf(arr)))
@@ -377,10 +535,13 @@ def write_volume(path, array, spacing=None, *, compression: str | None = None) -
 
     ``.tif``/``.tiff``: tifffile; uint8, uint16 and float32 as an ImageJ
     hyperstack (Z spacing in ``spacing``, Y/X in the resolution tags, unit
-    micrometre), other dtypes as OME-TIFF with ``PhysicalSize{Z,Y,X}``.
-    ``compression`` is passed to tifffile (e.g. ``"zlib"``). ``.npy``:
-    ``np.save`` (no spacing; a warning is issued if a non-unit spacing is
-    given). ``spacing`` is the voxel size (z, y, x) in micrometres.
+    micrometre), other dtypes, and voxel sizes a TIFF resolution tag cannot
+    hold (below about 1e-6 or above 1e6 um), as OME-TIFF with
+    ``PhysicalSize{Z,Y,X}``. float16 is written as float32 (exact; few TIFF
+    readers know float16). ``compression`` is passed to tifffile (e.g.
+    ``"zlib"``). ``spacing`` is the voxel size (z, y, x) in micrometres;
+    ``None`` writes no size and no unit (voxel units). ``.npy``: ``np.save``
+    (no spacing; a warning is issued if a non-unit spacing is given).
     Other extensions raise ``InputError``.
     """
     path = Path(path)
@@ -394,12 +555,12 @@ def write_volume(path, array, spacing=None, *, compression: str | None = None) -
         raise InputError(f"{path}: expected a 3D array (Z, Y, X) to write, got shape {arr.shape}")
     if arr.dtype.kind not in "uif":
         raise InputError(f"{path}: cannot write dtype {arr.dtype}; expected integer or floating-point values")
-    sz, sy, sx = _check_spacing(spacing)
+    size = None if spacing is None else _check_spacing(spacing)
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     arr = np.ascontiguousarray(arr)
-    if suffix in NPY_SUFFIXES and spacing is not None and (sz, sy, sx) != (1.0, 1.0, 1.0):
-        warnings.warn(f"{path}: .npy files cannot store the voxel size {(sz, sy, sx)}; it is dropped", stacklevel=2)
+    if suffix in NPY_SUFFIXES and size is not None and size != (1.0, 1.0, 1.0):
+        warnings.warn(f"{path}: .npy files cannot store the voxel size {size}; it is dropped", stacklevel=2)
 
     from .atomic import atomic_path
 
@@ -408,15 +569,37 @@ def write_volume(path, array, spacing=None, *, compression: str | None = None) -
             with open(tmp_name, "wb") as fh:
                 np.save(fh, arr, allow_pickle=False)
         else:
-            _write_tiff(tmp_name, arr, (sz, sy, sx), compression)
+            _write_tiff(tmp_name, arr, size, compression)
     return path
 
 
-def _write_tiff(target: str, arr: np.ndarray, spacing: tuple[float, float, float], compression) -> None:
+def _tiff_rational_ok(pixels_per_unit: float) -> bool:
+    """Whether a resolution tag (a ratio of two uint32) holds ``pixels_per_unit`` to 1e-6."""
+    from fractions import Fraction
+
+    if not (math.isfinite(pixels_per_unit) and pixels_per_unit > 0):
+        return False
+    try:
+        f = Fraction(pixels_per_unit).limit_denominator(2**32 - 1)
+    except (OverflowError, ValueError):
+        return False
+    return 0 < f.numerator < 2**32 and abs(float(f) - pixels_per_unit) <= 1e-6 * pixels_per_unit
+
+
+def _write_tiff(target: str, arr: np.ndarray, spacing: tuple[float, float, float] | None, compression) -> None:
     import tifffile
 
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    imagej = arr.dtype in _IMAGEJ_DTYPES
+    if spacing is None:
+        if imagej:
+            tifffile.imwrite(target, arr, imagej=True, metadata={"axes": "ZYX"}, compression=compression)
+        else:
+            tifffile.imwrite(target, arr, ome=True, metadata={"axes": "ZYX"}, compression=compression)
+        return
     sz, sy, sx = spacing
-    if arr.dtype in _IMAGEJ_DTYPES:
+    if imagej and _tiff_rational_ok(1.0 / sx) and _tiff_rational_ok(1.0 / sy):
         tifffile.imwrite(
             target, arr, imagej=True, resolution=(1.0 / sx, 1.0 / sy),  # tifffile order: X, Y
             metadata={"spacing": sz, "unit": "micron", "axes": "ZYX"}, compression=compression,

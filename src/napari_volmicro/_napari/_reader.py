@@ -9,6 +9,12 @@ Browse widget decodes the visible region from only the bricks that reach it.
 Its centres are shown as a Points layer only up to ``POINTS_LAYER_MAX``
 Gaussians (drawing them needs every brick read); the Image layer's contrast
 limits then come from the first decoded block.
+
+The Image layer holds no voxels, whatever shape the file declares (a
+184-byte file may declare 4294967295^3 voxels): a read-only zero-memory
+placeholder, at most ``PLACEHOLDER_MAX_AXIS`` samples per axis (a coarser
+grid with a correspondingly larger scale for larger models, so numpy and
+napari can index it), until Browse decodes what the view shows.
 """
 
 from __future__ import annotations
@@ -22,6 +28,28 @@ from ._layers import image_layer_data, parameters_read, points_layer_data
 NO_LAYERS = [(None,)]
 #: Largest many-brick model whose centres the reader shows as a Points layer.
 POINTS_LAYER_MAX = 200_000
+#: Most samples per axis of the Image layer's placeholder (numpy cannot index 2**63 elements, and
+#: napari uploads the slice shown as one texture before Browse replaces it).
+PLACEHOLDER_MAX_AXIS = 4096
+
+
+#: Most voxels along one axis napari's Qt sliders can step through one by one (its slice-number box
+#: holds 10 ** digits(n) in a 32-bit int); a model longer than this cannot be browsed voxel by voxel.
+NAPARI_MAX_AXIS = 999_999_998
+
+
+def coarse_placeholder(gv, scale):
+    """The placeholder for models over ``PLACEHOLDER_MAX_AXIS`` voxels on an axis: ``(data, scale)``,
+    a zero-memory array sampling every ``step``-th voxel and the layer scale (``scale * step``),
+    covering the same world extent. None for models small enough for the full-shape placeholder."""
+    import numpy as np
+
+    steps = [-(-int(n) // PLACEHOLDER_MAX_AXIS) for n in gv.shape]
+    if max(steps) == 1:
+        return None
+    shape = tuple(max(1, int(n) // s) for n, s in zip(gv.shape, steps))  # never past the model (Qt's int range)
+    data = np.broadcast_to(np.zeros((1, 1, 1), gv.mapping.dtype), shape)
+    return data, tuple(float(a) * s for a, s in zip(scale, steps))
 
 
 def get_reader(path):
@@ -46,6 +74,11 @@ def read_vmg(path):
     name = Path(path).name
     try:
         gv = load(path)
+        if max(gv.shape) > NAPARI_MAX_AXIS:
+            raise VolmicroError(
+                f"it declares {' x '.join(map(str, gv.shape))} voxels (ZYX); napari can browse at most "
+                f"{NAPARI_MAX_AXIS:,} voxels along an axis (decode a region with 'volmicro decode --roi')"
+            )
         with_points = parameters_read(gv) or gv.n_gaussians <= POINTS_LAYER_MAX
         # before the image: reading the centres makes the amplitudes known for the contrast limits
         points = points_layer_data(gv, f"{Path(path).stem} centres") if with_points else None
@@ -56,7 +89,13 @@ def read_vmg(path):
         show_error(f"napari-volmicro could not read {name}: {exc.strerror or exc}")
         return NO_LAYERS
     _open_browse_dock()
-    layers = [image_layer_data(gv, Path(path).stem)]
+    coarse = coarse_placeholder(gv, gv.spacing)
+    if coarse is None:
+        image = image_layer_data(gv, Path(path).stem)
+    else:  # the base placement (metadata) stays the model's own; Browse places its blocks by it
+        data, kwargs, kind = image_layer_data(gv, Path(path).stem, data=coarse[0])
+        image = (data, {**kwargs, "scale": coarse[1]}, kind)
+    layers = [image]
     if points is None:
         show_info(
             f"napari-volmicro: {name} holds {gv.n_gaussians:,} Gaussians in {len(gv.vmg.bricks):,} bricks; "

@@ -93,6 +93,41 @@ class ChunkedVolume:
         return ChunkedVolume(InputSpec("array", array=new), new, self.spacing, self._lead, self.name)
 
 
+#: bricks a ``.vmg`` brick table can index (a uint32 count)
+MAX_BRICKS = 2**32 - 1
+#: driver memory per brick (bytes): the statistics pass keeps two samples of up to 65,536 float64
+#: values and a table entry; plus per-brick bookkeeping (futures, layout)
+_DRIVER_BYTES_PER_SAMPLE = 16
+_DRIVER_BYTES_PER_BRICK = 4096
+
+
+def check_bricked_size(vol: ChunkedVolume, brick) -> int:
+    """Refuse (``InputError``) a volume a bricked encode could never finish; returns the brick count.
+
+    The count of bricks must fit the file's brick table and the driver's per-brick statistics
+    must fit in memory; the message gives the volume's size and what to change.
+    """
+    from ..resources import available_memory, format_bytes, short_bytes
+
+    b = (int(brick),) * 3 if isinstance(brick, (int, np.integer)) else tuple(int(v) for v in brick)
+    if len(b) != 3 or min(b) < 1:
+        return 0  # BrickGrid explains what is wrong with the brick size
+    counts = [-(-n // min(k, n)) for n, k in zip(vol.shape, b)]
+    n_bricks = math.prod(counts)
+    dims = " x ".join(str(n) for n in vol.shape)
+    what = (f"{vol.name}: {dims} voxels = {format_bytes(math.prod(vol.shape) * vol.dtype.itemsize)}, "
+            f"in {n_bricks:,} bricks of {' x '.join(map(str, b))}")
+    if n_bricks > MAX_BRICKS:
+        raise InputError(f"{what}: a .vmg holds at most {MAX_BRICKS:,} bricks; use larger --bricks")
+    per_brick = _DRIVER_BYTES_PER_BRICK + 2 * _DRIVER_BYTES_PER_SAMPLE * min(math.prod(b), 1 << 16)
+    need = n_bricks * per_brick
+    room = int(0.8 * available_memory())
+    if need > room:
+        raise InputError(f"{what}: the brick statistics need about {short_bytes(need)} of memory, "
+                         f"{short_bytes(room)} is available; use larger --bricks")
+    return n_bricks
+
+
 def _reopen(spec: InputSpec, spacing) -> ChunkedVolume:
     vol = _open_spec(spec)
     vol.spacing = tuple(spacing)
@@ -198,10 +233,18 @@ def _open_zarr(path: str, key: str | None):
         raise InputError(f"{path}: not a Zarr array or group ({type(exc).__name__}: {exc})") from None
     spacing = (1.0, 1.0, 1.0)
     if key:
+        parts = key.strip("/").split("/")
+        if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise InputError(f"{path}::{key}: the key must name an array inside the group (names separated "
+                             "by '/', no '..')")
+        if not isinstance(node, zarr.Group):
+            raise InputError(f"{path} is a Zarr array, not a group; '::{key}' picks an array inside a group "
+                             f"(use {path} alone)")
         try:
             node = node[key]
-        except (KeyError, TypeError):
-            raise InputError(f"{path}: no array {key!r} in the Zarr group") from None
+        except (KeyError, TypeError, IndexError, ValueError):
+            names = ", ".join(sorted(k for k, _ in node.members())) or "none"
+            raise InputError(f"{path}: no array {key!r} in the Zarr group (it holds: {names})") from None
     if isinstance(node, zarr.Group):
         node, spacing = _pick_group_array(node, path)
     return node, spacing

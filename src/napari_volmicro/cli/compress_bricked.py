@@ -32,6 +32,18 @@ def _brick_size(text: str) -> tuple[int, int, int]:
     return tuple(vals)
 
 
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def add_bricked_arguments(parser) -> None:
     """The ``--bricks`` options of ``volmicro compress``."""
     g = parser.add_argument_group("volumes larger than memory (bricked encoding on dask.distributed)")
@@ -45,27 +57,31 @@ def add_bricked_arguments(parser) -> None:
     where.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     g.add_argument("--memory-limit", default="2GB", metavar="SIZE",
                    help="LocalCluster memory limit per worker (default 2GB)")
-    g.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="SECONDS",
+    g.add_argument("--scheduler-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                    help="give up on a scheduler that does not answer within this time (default 10)")
     g.add_argument("--resume", action="store_true",
                    help="reuse the bricks already finished in OUT.vmg.parts (same input and settings)")
 
 
 class _BrickBar:
-    def __init__(self, enabled: bool = True):
-        from tqdm import tqdm
+    """Bricks done on stderr (``_progress.Progress``); the first finished brick is a signal point for tests."""
 
-        self.bar = tqdm(total=None, unit="brick", file=sys.stderr, disable=not enabled, dynamic_ncols=True,
-                        desc="compress (bricks)")
+    def __init__(self, enabled: bool = True):
+        from ._progress import Progress
+
+        self.progress = Progress(None, "compress (bricks)", "brick", enabled=enabled)
 
     def __call__(self, p) -> None:
-        if self.bar.total != p.total:
-            self.bar.total = p.total
-        self.bar.update(1)
-        self.bar.set_postfix(last=f"{p.index}:{p.kind}", gaussians=p.n_gaussians, refresh=False)
+        from ._interrupt import signal_point
+
+        if self.progress.total != p.total:
+            self.progress.set_total(p.total)
+        self.progress.update(p.done, last=f"{p.index}:{p.kind}", gaussians=p.n_gaussians)
+        if p.done == 1:
+            signal_point("bricks")
 
     def close(self) -> None:
-        self.bar.close()
+        self.progress.close()
 
 
 def _options(args) -> dict:
@@ -78,15 +94,25 @@ def _options(args) -> dict:
 
 def run_bricked(args) -> int:
     """Run ``volmicro compress ... --bricks N`` from parsed ``args``; prints a summary (and JSON)."""
-    from ..bricks import compress_bricked
+    from ..bricks import compress_bricked, open_input
+    from ..bricks.chunked_input import check_bricked_size
     from . import print_json
+    from ._checks import check_output, check_volume_input
+    from ._text import dims_text, format_bytes, ratio_text
 
     if args.halo < 0:
         raise InputError(f"--halo must be >= 0 voxels, got {args.halo}")
+    out = check_output(args.output)
+    check_volume_input(str(args.input).partition("::")[0], command="compress")
+    vol = open_input(args.input)
+    n_bricks = check_bricked_size(vol, args.bricks)
+    _check_bricked_budget(args, vol)
+    print(f"input: {args.input}: {dims_text(vol.shape)} voxels (ZYX), {vol.dtype}, {format_bytes(vol.nbytes)}, "
+          f"{n_bricks:,} bricks of {dims_text(args.bricks)} (+{args.halo} voxels of context)", file=sys.stderr)
     bar = _BrickBar()
     try:
         report = compress_bricked(
-            args.input, args.output, brick=args.bricks, halo=args.halo, bpp=getattr(args, "bpp", None),
+            args.input, out, brick=args.bricks, halo=args.halo, bpp=getattr(args, "bpp", None),
             ratio=getattr(args, "ratio", None), gaussians=getattr(args, "gaussians", None),
             preset=getattr(args, "preset", "default"), steps=getattr(args, "steps", None),
             seed=getattr(args, "seed", 0), device=getattr(args, "device", "cpu") or "cpu",
@@ -96,8 +122,8 @@ def run_bricked(args) -> int:
     finally:
         bar.close()
     print(f"wrote {report['output']}: {report['bricks']} bricks ({report['encoded']} encoded, "
-          f"{report['background']} background, {report['reused']} reused), {report['n_gaussians']} Gaussians, "
-          f"{report['file_bytes']} bytes, {report['bpp']:.4f} bpp, ratio {report['ratio']:.1f}, "
+          f"{report['background']} background, {report['reused']} reused), {report['n_gaussians']:,} Gaussians, "
+          f"{format_bytes(report['file_bytes'])}, {report['bpp']:.4f} bpp, ratio {ratio_text(report['ratio'])}, "
           f"{report['seconds']:.1f} s")
     peaks = report.get("worker_peak_bytes")
     if peaks:
@@ -105,3 +131,15 @@ def run_bricked(args) -> int:
     if getattr(args, "json", False):
         print_json({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in report.items()})
     return 0
+
+
+def _check_bricked_budget(args, vol) -> None:
+    """The budget-larger-than-the-input check of ``compress`` (``--force`` overrides it)."""
+    from ..encode.budget import budget_bytes
+    from .compress import check_budget
+
+    n_vox = math.prod(vol.shape)
+    gaussians = getattr(args, "gaussians", None)
+    planned = budget_bytes(n_vox, vol.dtype.itemsize, bpp=getattr(args, "bpp", None),
+                           ratio=getattr(args, "ratio", None), gaussians=gaussians)
+    check_budget(planned, gaussians or 0, args.bricks, vol.nbytes, getattr(args, "force", False))

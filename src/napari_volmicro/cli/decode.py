@@ -3,15 +3,33 @@
 With ``--roi`` only the bricks whose Gaussians can reach the region are read.
 ``-o OUT.zarr`` writes the whole volume as OME-Zarr, chunk by chunk.
 The time printed is the decode alone (not reading or writing files).
+
+Before any decoding: the output path is checked (an existing output is
+replaced only with ``--overwrite``; a directory that is not a Zarr store
+never), and the output's size against the memory (.tif, .npy: decoded whole)
+and the free disk. Ctrl-C or SIGTERM leave no partial output and no
+temporary files.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 from pathlib import Path
 
 from ..errors import InputError, VolmicroError
+from ._interrupt import deferred_interrupt, signal_point
+
+#: memory a whole-region decode needs per voxel beyond the output array (float32 sums and background)
+DECODE_BYTES_PER_VOXEL = 8
+
+EXAMPLES = """\
+examples:
+  volmicro decode stack.vmg -o stack.tif
+  volmicro decode stack.vmg -o roi.tif --roi 0:50,100:228,100:228
+  volmicro decode stack.vmg -o every2nd.npy --roi=:,::2,::2
+  volmicro decode big.vmg -o big.zarr                 (OME-Zarr, chunk by chunk)
+"""
 
 
 def register(subparsers) -> None:
@@ -20,7 +38,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "decode",
         help="decode a .vmg file (or a region of it) to a TIFF or .npy volume",
-        description="Decode a .vmg file to a 3D array in the original units and dtype.",
+        description="Decode a .vmg file to a 3D array in the original units and dtype. An existing output is "
+        "replaced only with --overwrite; the output's size is checked against memory and disk first.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", metavar="IN.vmg", help="compressed volume")
     p.add_argument(
@@ -30,9 +51,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--roi",
         metavar="Z0:Z1,Y0:Y1,X0:X1",
-        help="decode only this region (voxel indices, ZYX, stop exclusive, optional :STEP; "
-        "an empty bound means the axis end)",
+        help="decode only this region: START:STOP[:STEP] per axis, ZYX, voxel indices from 0, STOP excluded "
+        "(0:50 is voxels 0..49); an empty bound means the axis end",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument(
         "--evaluator",
         choices=sorted(EVALUATORS),
@@ -54,15 +76,49 @@ def _region_text(grid) -> str:
     return ",".join(parts)
 
 
+def _nbytes(shape, dtype) -> int:
+    import numpy as np
+
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n * np.dtype(dtype).itemsize
+
+
+def _volume_text(shape, dtype) -> str:
+    from ._text import dims_text, format_bytes
+
+    return f"{dims_text(shape)} voxels of {dtype} = {format_bytes(_nbytes(shape, dtype))}"
+
+
+def _spacing_text(spacing) -> str:
+    return " x ".join(f"{float(v):g}" for v in spacing) + " (ZYX)"
+
+
 def _run_zarr(args, out: Path) -> int:
     """Whole volume to OME-Zarr, chunk by chunk (each chunk reads only the bricks that reach it)."""
     from ..bricks import decode_to_zarr
+    from ..container import VmgFile
+    from ..resources import check_disk
     from . import print_json
+    from ._checks import check_output
 
     if args.roi is not None:
         raise InputError(f"-o {out}: --roi writes a .tif, .tiff or .npy; OME-Zarr output is for the whole volume")
+    vmg = VmgFile(args.input)
+    vmg.check_complete()
+    check_output(out, suffixes=(".zarr",), directory=True, overwrite=args.overwrite)
+    check_disk(_nbytes(vmg.shape, vmg.mapping.dtype), out, f"-o {out}: {_volume_text(vmg.shape, vmg.mapping.dtype)}",
+               "decode a region with --roi to a .tif instead")
     t0 = time.perf_counter()
-    info = decode_to_zarr(args.input, out, evaluator=args.evaluator, k=args.k)
+    with deferred_interrupt() as interrupt:  # stops between chunks; decode_to_zarr then removes its temporary store
+
+        def between_chunks(done, total):
+            if done == 1:
+                signal_point("decode-chunk")
+            interrupt.check()
+
+        info = decode_to_zarr(args.input, out, evaluator=args.evaluator, k=args.k, progress=between_chunks)
     seconds = time.perf_counter() - t0
     shape_text = " x ".join(str(s) for s in info["shape"])
     print(f"decoded {shape_text} {info['dtype']} from {args.input} in {info['n_chunks']} chunks "
@@ -76,13 +132,18 @@ def _run_zarr(args, out: Path) -> int:
 
 
 def run(args) -> int:
+    import numpy as np
+
     from ..container import VmgFile
     from ..region import full_grid, parse_roi
+    from ..resources import check_disk, check_memory
     from ..volume_io import NPY_SUFFIXES, TIFF_SUFFIXES, write_volume
-    from . import print_json
+    from . import print_json, warn
+    from ._checks import check_model_input, check_output
 
     if args.k <= 0:
         raise VolmicroError(f"--k must be a positive integer (neighbours per voxel), got {args.k}")
+    check_model_input(args.input, command="decode")
     out = Path(args.output)
     if out.suffix.lower() == ".zarr":
         return _run_zarr(args, out)
@@ -91,23 +152,35 @@ def run(args) -> int:
             f"-o {out}: unsupported extension {out.suffix or '(none)'!r}; use .tif, .tiff, .npy or .zarr"
         )
     vmg = VmgFile(args.input)
+    grid = full_grid(vmg.shape) if args.roi is None else parse_roi(args.roi, vmg.shape)
     if args.roi is None:
-        grid = full_grid(vmg.shape)
+        vmg.check_complete()
+    check_output(out, suffixes=TIFF_SUFFIXES + NPY_SUFFIXES, overwrite=args.overwrite)
+    dtype = vmg.mapping.dtype
+    what = f"-o {out}: {_volume_text(grid.shape, dtype)}"
+    hint = "decode a smaller region (--roi), or the whole volume chunk by chunk with -o OUT.zarr"
+    check_memory(grid.size * (np.dtype(dtype).itemsize + DECODE_BYTES_PER_VOXEL), what, hint)
+    check_disk(_nbytes(grid.shape, dtype), out, what, hint)
+    if args.roi is None:
         gv = vmg.load()
     else:
-        grid = parse_roi(args.roi, vmg.shape)
         gv = vmg.load_region(grid)
         if not vmg.complete:
-            print(
-                f"volmicro decode: warning: {args.input} is truncated; the region needs only bricks "
-                "before the cut, so it is decoded exactly",
-                file=sys.stderr,
-            )
-    t0 = time.perf_counter()
-    array = gv.decode(grid.slices, evaluator=args.evaluator, k=args.k)
-    seconds = time.perf_counter() - t0
-    mvox = grid.size / 1e6 / seconds if seconds > 0 else float("inf")
-    write_volume(out, array, vmg.spacing)
+            warn("decode", f"{args.input} is truncated; the region needs only bricks before the cut, so it is "
+                           "decoded exactly")
+    with deferred_interrupt() as interrupt:  # nothing half-written: the output appears whole or not at all
+        t0 = time.perf_counter()
+        array = gv.decode(grid.slices, evaluator=args.evaluator, k=args.k)
+        seconds = time.perf_counter() - t0
+        mvox = grid.size / 1e6 / seconds if seconds > 0 else float("inf")
+        signal_point("after-decode")
+        interrupt.check()
+        spacing = None if tuple(vmg.spacing) == (1.0, 1.0, 1.0) else vmg.spacing  # no unit claimed
+        if out.suffix.lower() in NPY_SUFFIXES and spacing is not None:
+            warn("decode", f"{out}: .npy files cannot store the voxel size {_spacing_text(spacing)}; "
+                           "it is dropped (write a .tif to keep it)")
+            spacing = None
+        write_volume(out, array, spacing)
     shape_text = " x ".join(str(s) for s in array.shape)
     region = _region_text(grid)
     print(

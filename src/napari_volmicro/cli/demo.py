@@ -1,15 +1,17 @@
 """``volmicro demo``: compress the bundled Purkinje-cell stack and report what it cost.
 
-Compresses ``napari_volmicro/_data/purkinje_flowdec.tif`` (50 x 256 x 256
-float32, see ``_data/NOTICE.md``) at 0.073 bpp with the default preset, saves
-the ``.vmg`` file (``-o``, default ``purkinje.vmg`` in the current directory),
-reads it back, decodes the whole volume and prints the size (bytes, bpp,
-ratio), the quality (``psnr_full``, ``psnr_fg``, ``ssim3d``), the encode time
-and the decode speed (MVox/s, after a one-slice warm-up).
+Compresses napari_volmicro/_data/purkinje_flowdec.tif (50 x 256 x 256
+float32, see _data/NOTICE.md) at 0.073 bits per voxel with the default
+preset, saves the .vmg file (-o; by default in a new temporary directory,
+whose path is printed, so nothing is left in the current directory), reads
+it back, decodes the whole volume and prints the size (bytes, bpp, ratio),
+the quality (psnr_full, psnr_fg, ssim3d), the encode time and the decode
+speed (millions of voxels per second, after a one-slice warm-up).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from importlib import resources
 
@@ -17,12 +19,17 @@ SAMPLE = "purkinje_flowdec.tif"
 
 
 def register(subparsers) -> None:
+    from ._text import METRICS_HELP
+
     p = subparsers.add_parser(
         "demo",
         help="compress the bundled Purkinje sample and print size, quality and speed",
         description=__doc__.split("\n\n", 1)[1],
+        epilog="example:\n  volmicro demo -o purkinje.vmg --steps 200\n\n" + METRICS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-o", "--output", default="purkinje.vmg", help="where to write the model (default purkinje.vmg)")
+    p.add_argument("-o", "--output",
+                   help="where to write the model (.vmg; default: purkinje.vmg in a new temporary directory)")
     p.add_argument("--steps", type=int, help="optimiser steps (default: the default preset's)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
@@ -32,39 +39,39 @@ def sample_path():
     return resources.files("napari_volmicro") / "_data" / SAMPLE
 
 
-def run(args) -> int:
-    from .. import load, metrics
-    from ..container import save
-    from ..encode import Trainer
-    from ..volume_io import check_volume, read_volume
-    from ._interrupt import deferred_interrupt
-    from .compress import run_with_progress
+def _default_output():
+    import tempfile
+    from pathlib import Path
 
+    return Path(tempfile.mkdtemp(prefix="volmicro-demo-")) / "purkinje.vmg"
+
+
+def run(args) -> int:
+    from .. import load
+    from . import warn
+    from ._text import format_bytes, quality_guide, ratio_text
+    from .compress import compress_file
+
+    output = args.output or _default_output()
     with resources.as_file(sample_path()) as src:
-        array, spacing = read_volume(src)
-    volume = check_volume(array, source=SAMPLE)
-    print(f"sample: {SAMPLE}, {volume.shape[0]} x {volume.shape[1]} x {volume.shape[2]} voxels (Z, Y, X), "
-          f"{volume.dtype}, {volume.nbytes} bytes")
-    with deferred_interrupt() as interrupt:  # Ctrl-C ends at a step, never inside the JIT compiler
-        trainer = Trainer(volume, spacing, bpp=0.073, steps=args.steps)
-        snap, encode_s = run_with_progress(trainer, interrupt=interrupt)
-        interrupt.check()
-    path = save(trainer.result, args.output)
-    gv = load(path)
+        rep = compress_file(src, output, bpp=0.073, steps=args.steps, verbose=True)
+    gv = load(rep["output"])
     gv.decode((slice(0, 1), slice(None), slice(None)))  # warm-up: compile the decoder
     t1 = time.perf_counter()
-    recon = gv.decode()
+    gv.decode()
     decode_s = time.perf_counter() - t1
-    rep = metrics.quality_report(volume, recon, file_bytes=path.stat().st_size)
-    mvox = volume.size / 1e6 / decode_s if decode_s > 0 else float("inf")
-    print(f"wrote {path}: {gv.n_gaussians} Gaussians, {rep['file_bytes']} bytes, {rep['bpp']:.4f} bpp, "
-          f"ratio {rep['ratio']:.0f}:1")
+    n_vox = gv.shape[0] * gv.shape[1] * gv.shape[2]
+    mvox = n_vox / 1e6 / decode_s if decode_s > 0 else float("inf")
+    print(f"wrote {rep['output']}: {gv.n_gaussians:,} Gaussians, {format_bytes(rep['file_bytes'])}, "
+          f"{rep['bpp']:.4f} bpp, ratio {ratio_text(rep['ratio'])}")
     print(f"quality: psnr_full {rep['psnr_full']:.2f} dB, psnr_fg {rep['psnr_fg']:.2f} dB, ssim3d {rep['ssim3d']:.4f}")
-    print(f"encode {encode_s:.1f} s ({snap.step} steps), decode {decode_s:.3f} s ({mvox:.0f} MVox/s)")
+    print(f"encode {rep['encode_seconds']:.1f} s ({rep['steps']} steps), decode {decode_s:.3f} s ({mvox:.0f} MVox/s)")
+    print(quality_guide(rep["output"]))
+    for text in rep["warnings"]:
+        warn("demo", text)
     if args.json:
         from . import print_json
 
-        rep.update(output=str(path), n_gaussians=gv.n_gaussians, encode_seconds=encode_s,
-                   decode_seconds=decode_s, decode_mvox_per_s=mvox, steps=snap.step)
-        print_json(rep)
+        rep.update(n_gaussians=gv.n_gaussians, decode_seconds=decode_s, decode_mvox_per_s=mvox)
+        print_json({k: v for k, v in rep.items() if k not in ("warnings", "psnr_flat")})
     return 0

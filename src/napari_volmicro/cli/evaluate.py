@@ -1,22 +1,28 @@
 """``volmicro evaluate ORIGINAL MODEL.vmg``: quality, size and decode speed of a model.
 
-Reads the original volume (TIFF or ``.npy``, see ``volume_io``) and the
-``.vmg`` model, checks that their shapes match, decodes the whole volume
-(timed, after a one-slice warm-up so that JIT compilation is not counted) and
-prints ``psnr_full``, ``psnr_fg``, ``ssim3d`` (definitions in ``metrics``),
-``bpp`` and ``ratio`` (from the whole file's size), ``n_gaussians``,
-``decode_seconds`` and ``decode_mvox_per_s``. With ``--json`` the last line of
-stdout is one JSON object with those keys (infinite PSNR, i.e. an exact
-reconstruction, is written as ``null``).
+Reads the original volume (TIFF or .npy) and the .vmg model, checks that
+their shapes match, decodes the whole volume (timed, after a one-slice
+warm-up so that compiling the kernels is not counted) and prints psnr_full,
+psnr_fg, ssim3d, bpp and ratio (from the whole file's size), n_gaussians,
+decode_seconds and decode_mvox_per_s (millions of voxels decoded per
+second). With --json the last line of stdout is one JSON object with those
+keys (an infinite PSNR, i.e. an exact reconstruction, is written as null).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import time
 
 from ..errors import InputError
+
+EXAMPLES = """\
+examples:
+  volmicro evaluate stack.tif stack.vmg
+  volmicro evaluate stack.tif stack.vmg --evaluator knn --json
+"""
 
 #: keys of the ``--json`` object, in the order the text output lists them
 REPORT_KEYS = (
@@ -25,10 +31,14 @@ REPORT_KEYS = (
 
 
 def register(subparsers) -> None:
+    from ._text import METRICS_HELP
+
     parser = subparsers.add_parser(
         "evaluate",
         help="measure a .vmg model against its original volume (PSNR, SSIM, bpp, decode speed)",
-        description=__doc__.split("\n\n", 1)[1].replace("``", ""),
+        description=__doc__.split("\n\n", 1)[1],
+        epilog=EXAMPLES + "\n" + METRICS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("original", help="original volume (.tif, .tiff or .npy), 3D ZYX")
     parser.add_argument("model", help="compressed model (.vmg)")
@@ -45,7 +55,10 @@ def evaluate_files(original_path, model_path, evaluator: str = "dense", k: int =
     """Decode ``model_path`` and compare it with ``original_path``; returns the report dict."""
     from .. import load, metrics
     from ..volume_io import check_volume, read_volume
+    from ._checks import check_model_input, check_volume_input
 
+    check_volume_input(original_path, command="evaluate")
+    check_model_input(model_path, command="evaluate")
     original, _ = read_volume(original_path)
     original = check_volume(original, source=str(original_path))
     gv = load(model_path)
@@ -85,7 +98,9 @@ def _format(key: str, value) -> str:
     if key == "bpp":
         return f"{value:.4f}"
     if key == "ratio":
-        return f"{value:.1f}x"
+        from ._text import ratio_text
+
+        return ratio_text(value)
     if key == "decode_seconds":
         return f"{value:.3f} s"
     if key == "decode_mvox_per_s":

@@ -17,7 +17,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..container import VmgFile
     from . import print_json
+    from ._checks import check_model_input
+    from ._text import format_bytes, ratio_text
 
+    check_model_input(args.input, command="info")
     vmg = VmgFile(args.input)
     vmg.verify()
     info = vmg.info
@@ -26,13 +29,13 @@ def run(args) -> int:
     sz, sy, sx = info["spacing"]
     bg = info["background_shape"]
     lines = [
-        f"file:          {info['path']} ({info['file_bytes']:,} bytes, format version {info['format_version']})",
+        f"file:          {info['path']} ({format_bytes(info['file_bytes'])}, format version {info['format_version']})",
         f"shape (ZYX):   {z} x {y} x {x} voxels, {info['dtype']}",
         f"spacing (ZYX): {sz:g} x {sy:g} x {sx:g}",
         f"intensity:     original = {info['intensity_offset']:g} + {info['intensity_scale']:g} * model",
         f"gaussians:     {info['n_gaussians']:,} in {info['n_bricks']} brick{'s' if info['n_bricks'] != 1 else ''}",
         f"background:    {'none' if bg is None else ' x '.join(map(str, bg)) + ' grid'}",
-        f"size:          {info['bpp']:.4f} bits per voxel, ratio {info['ratio']:.1f}:1 against raw {info['dtype']}",
+        f"size:          {info['bpp']:.4f} bits per voxel, ratio {ratio_text(info['ratio'])} against raw {info['dtype']}",
         "checksums:     ok",
     ]
     print("\n".join(lines))
