@@ -212,33 +212,42 @@ def store(out, iz, iy, ix, value, offset, scale, is_int, lo, hi):
 
 @njit(cache=True, error_model="numpy", nogil=True)
 def _finish_block(buf, z0, y0, x0, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out):
-    """Write block ``buf`` (model sums) at output offset (z0, y0, x0), adding the background and converting."""
+    """Write block ``buf`` (model sums) at output offset (z0, y0, x0), adding the background and converting.
+
+    Per plane the background field is interpolated to the plane's Z and then to
+    the block's X coordinates (``gy`` rows of nodes); each voxel then only
+    interpolates two of those rows along Y (contiguous, vectorisable).
+    """
     nbz, nby, nbx = buf.shape
     has_bg = field.shape[0] > 0
+    gy = field.shape[1] if has_bg else 1
+    gx = field.shape[2] if has_bg else 1
+    xrows = np.empty((gy, nbx), np.float64)
     for lz in range(nbz):
         iz = z0 + lz
         if has_bg:
             fp = field_plane(field, fz0[iz], fzw[iz])
-        else:
-            fp = np.zeros((1, 1), np.float64)
-        gy = fp.shape[0]
-        gx = fp.shape[1]
+            for lx in range(nbx):
+                xa = fx0[x0 + lx]
+                xb = _lerp_index(xa, 0.0, gx)
+                w = fxw[x0 + lx]
+                for j in range(gy):
+                    xrows[j, lx] = fp[j, xa] * (1.0 - w) + fp[j, xb] * w
         for ly in range(nby):
             iy = y0 + ly
-            for lx in range(nbx):
-                ix = x0 + lx
-                v = buf[lz, ly, lx]
-                if has_bg:
-                    ya = fy0[iy]
-                    yb = _lerp_index(ya, fyw[iy], gy)
-                    wy = fyw[iy]
-                    xa = fx0[ix]
-                    xb = _lerp_index(xa, fxw[ix], gx)
-                    wx = fxw[ix]
-                    b0 = fp[ya, xa] * (1.0 - wy) + fp[yb, xa] * wy
-                    b1 = fp[ya, xb] * (1.0 - wy) + fp[yb, xb] * wy
-                    v += b0 * (1.0 - wx) + b1 * wx
-                store(out, iz, iy, ix, v, offset, scale, is_int, lo, hi)
+            row = buf[lz, ly]
+            if has_bg:
+                ya = fy0[iy]
+                yb = _lerp_index(ya, 0.0, gy)
+                wy = fyw[iy]
+                ra = xrows[ya]
+                rb = xrows[yb]
+                for lx in range(nbx):
+                    v = row[lx] + ra[lx] * (1.0 - wy) + rb[lx] * wy
+                    store(out, iz, iy, x0 + lx, v, offset, scale, is_int, lo, hi)
+            else:
+                for lx in range(nbx):
+                    store(out, iz, iy, x0 + lx, row[lx], offset, scale, is_int, lo, hi)
 
 
 # -- dense decode -------------------------------------------------------------------
@@ -278,20 +287,20 @@ def _row_d2(cq, bq, aq, dx):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def row_span(aq, bq, cq, cx, sx, stx, x_lo, x_hi):
+def row_span(aq, bq, cq, cx, sx, stx, x_lo, x_hi, half_inv_aq, inv_stx):
     """Exact index span ``(ia, ib)`` of one row where d2 <= 9 (``ia > ib``: empty).
 
     Along the row, d2(dx) = aq dx^2 + bq dx + cq with dx = sx + stx * ix - cx.
-    The roots give the span; its ends are then checked against the direct d2
+    The roots give the span (``half_inv_aq = 0.5 / aq``, ``inv_stx = 1 / stx``:
+    reciprocals the caller computes once); its ends are then checked against the direct d2
     so rounding in the roots cannot add or drop a voxel.
     """
     disc = bq * bq - 4.0 * aq * (cq - CUTOFF_D2)
     if disc < 0.0:
         return 1, 0
     sq = math.sqrt(disc)
-    inv = 0.5 / aq
-    ia = math.ceil((cx + (-bq - sq) * inv - sx) / stx)
-    ib = math.floor((cx + (-bq + sq) * inv - sx) / stx)
+    ia = math.ceil((cx + (-bq - sq) * half_inv_aq - sx) * inv_stx)
+    ib = math.floor((cx + (-bq + sq) * half_inv_aq - sx) * inv_stx)
     if ia < x_lo:
         ia = x_lo
     if ib > x_hi:
@@ -309,8 +318,50 @@ def row_span(aq, bq, cq, cx, sx, stx, x_lo, x_hi):
     return ia, ib
 
 
+#: Below this ``aq stx^2`` a row is walked in two interleaved chains (every factor stays far inside
+#: float64 range: q^4 >= exp(-200), ratios at a span's ends <= exp(3 sqrt(50))).
+_TWO_CHAINS_MAX = 50.0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def add_geometric(buf, iy, i0, i1, di, v, r, q, two):
+    """Add ``v`` to ``buf[iy, i0]``, then step by ``di`` (+1 or -1) to ``i1`` (inclusive) with
+    ``v <- v r``, ``r <- r q`` (a Gaussian sampled along a row).
+
+    ``two``: run even and odd steps as two independent chains (``v`` two steps
+    on is ``v r^2 q``, then ``v r^2 q^5`` ...), halving the multiply latency per voxel.
+    """
+    n = (i1 - i0) * di + 1
+    if n <= 0:
+        return
+    ix = i0
+    if two and n >= 4:
+        q2 = q * q
+        q4 = q2 * q2
+        ve = v
+        vo = v * r
+        re = r * r * q
+        ro = re * q2
+        for _ in range(n // 2):
+            buf[iy, ix] += ve
+            buf[iy, ix + di] += vo
+            ve *= re
+            vo *= ro
+            re *= q4
+            ro *= q4
+            ix += 2 * di
+        if n % 2:
+            buf[iy, ix] += ve
+        return
+    for _ in range(n):
+        buf[iy, ix] += v
+        v *= r
+        r *= q
+        ix += di
+
+
 @njit(cache=True, error_model="numpy", nogil=True)
-def direct_row(buf, iy, ia, ib, amp, cx, aq, bq, cq, q, sx, stx):
+def direct_row(buf, iy, ia, ib, amp, cx, aq, bq, cq, q, sx, stx, two):
     """Add one Gaussian to ``buf[iy, ia..ib]``, exp recomputed every ``_RESYNC`` voxels."""
     h = stx
     ah2 = aq * h * h
@@ -320,15 +371,12 @@ def direct_row(buf, iy, ia, ib, amp, cx, aq, bq, cq, q, sx, stx):
         dx = sx + i0 * h - cx
         v = amp * math.exp(-0.5 * _row_d2(cq, bq, aq, dx))
         r = math.exp(-0.5 * (h * (2.0 * aq * dx + bq) + ah2))
-        for ix in range(i0, i1):
-            buf[iy, ix] += v
-            v *= r
-            r *= q
+        add_geometric(buf, iy, i0, i1 - 1, 1, v, r, q, two)
         i0 = i1
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def walk_row(buf, iy, ia, ib, anchor, e, r, q):
+def walk_row(buf, iy, ia, ib, anchor, e, r, q, two):
     """Add one Gaussian to ``buf[iy, ia..ib]`` from its value ``e`` and next-column ratio ``r`` at ``anchor``.
 
     Right of the anchor v(x + 1) = v(x) r, r <- r q; left of it
@@ -341,33 +389,18 @@ def walk_row(buf, iy, ia, ib, anchor, e, r, q):
         for _ in range(anchor, ia):
             v *= rr
             rr *= q
-        for ix in range(ia, ib + 1):
-            buf[iy, ix] += v
-            v *= rr
-            rr *= q
+        add_geometric(buf, iy, ia, ib, 1, v, rr, q, two)
     elif anchor > ib:
         v = e
         s = q / r
         for _ in range(ib, anchor):
             v *= s
             s *= q
-        for ix in range(ib, ia - 1, -1):
-            buf[iy, ix] += v
-            v *= s
-            s *= q
+        add_geometric(buf, iy, ib, ia, -1, v, s, q, two)
     else:
-        v = e
-        rr = r
-        for ix in range(anchor, ib + 1):
-            buf[iy, ix] += v
-            v *= rr
-            rr *= q
-        v = e
+        add_geometric(buf, iy, anchor, ib, 1, e, r, q, two)
         s = q / r
-        for ix in range(anchor - 1, ia - 1, -1):
-            v *= s
-            s *= q
-            buf[iy, ix] += v
+        add_geometric(buf, iy, anchor - 1, ia, -1, e * s, s * q, q, two)
 
 
 #: Rows between direct recomputations of the anchor recurrences.
@@ -424,8 +457,9 @@ def splat_plane(buf, i, g, zc, sy, sty, sx, stx, y_lo, y_hi, x_lo, x_hi, cnt):
     directly every ``_ROW_RESYNC`` rows) and walked along the row from there;
     rows whose span lies far from the anchor, or where the value at the
     anchor is too small to carry, are evaluated directly.
-    ``cnt`` (int32, ``buf``'s shape, or (0, 0) for none): each voxel the
-    Gaussian reaches is counted there.
+    ``cnt`` (int32, (ny, nx + 1), or (0, 0) for none): the voxels the
+    Gaussian reaches are counted there as differences along each row (+1 at
+    a span's first column, -1 after its last; ``coverage_rows`` sums them).
     """
     ja, jb, ymid = plane_rows(g, i, zc, sy, sty, y_lo, y_hi)
     if ja > jb:
@@ -455,6 +489,9 @@ def splat_plane(buf, i, g, zc, sy, sty, sx, stx, y_lo, y_hi, x_lo, x_hi, cnt):
     # float64 range (a Gaussian much thinner than the row step is evaluated directly).
     period = _ROW_RESYNC if (c2 * sty * sty < 200.0 and abs(stx * b1 * sty) < 400.0) else 1
     walkable = aq * stx * stx < 200.0
+    two = aq * stx * stx < _TWO_CHAINS_MAX
+    half_inv_aq = 0.5 / aq
+    inv_stx = 1.0 / stx
     e = 0.0
     r = 0.0
     y = 0.0
@@ -471,16 +508,16 @@ def splat_plane(buf, i, g, zc, sy, sty, sx, stx, y_lo, y_hi, x_lo, x_hi, cnt):
             r = math.exp(-0.5 * (stx * (2.0 * aq * da + bq) + aq * stx * stx))
             y = math.exp(-0.5 * sty * (beta + c2 * (2.0 * dy + sty)))
             valid = period
-        ia, ib = row_span(aq, bq, cq, cx, sx, stx, x_lo, x_hi)
+        ia, ib = row_span(aq, bq, cq, cx, sx, stx, x_lo, x_hi, half_inv_aq, inv_stx)
         if ia <= ib:
             far = ia - anchor if anchor < ia else anchor - ib
             if valid > 0 and walkable and r > 0.0 and far <= 2 * (ib - ia) + 8:
-                walk_row(buf, iy, ia, ib, anchor, e, r, q)
+                walk_row(buf, iy, ia, ib, anchor, e, r, q, two)
             else:
-                direct_row(buf, iy, ia, ib, amp, cx, aq, bq, cq, q, sx, stx)
+                direct_row(buf, iy, ia, ib, amp, cx, aq, bq, cq, q, sx, stx, two)
             if counting:
-                for ix in range(ia, ib + 1):
-                    cnt[iy, ix] += 1
+                cnt[iy, ia] += 1
+                cnt[iy, ib + 1] -= 1
         if valid > 0:
             e *= y
             y *= qy
@@ -492,34 +529,39 @@ def splat_plane(buf, i, g, zc, sy, sty, sx, stx, y_lo, y_hi, x_lo, x_hi, cnt):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def ranks_before(va, ia, vb, ib):
-    """Whether contribution ``va`` of Gaussian ``ia`` ranks before ``vb`` of ``ib``:
-    larger ``|v|`` first, equal ``|v|`` by the lower Gaussian index."""
-    a = abs(va)
-    b = abs(vb)
-    return a > b or (a == b and ia < ib)
+def log_magnitude(amp, d2):
+    """``log |amp exp(-d2 / 2)|``: the key contributions are ranked by (``-inf`` for a zero amplitude)."""
+    return math.log(abs(amp)) - 0.5 * d2 if amp != 0.0 else -np.inf
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def ranks_before(ka, ia, kb, ib):
+    """Whether a contribution with log-magnitude ``ka`` from Gaussian ``ia`` ranks before one with
+    ``kb`` from ``ib``: larger magnitude first, equal magnitudes by the lower Gaussian index."""
+    return ka > kb or (ka == kb and ia < ib)
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def top_k_sum(vals, ids, a, b, k, mark):
-    """Sum of the ``k`` contributions ``vals[a:b]`` (of Gaussians ``ids[a:b]``) that rank first
-    (``ranks_before``); all of them if ``b - a <= k``. ``mark``: bool scratch of length >= ``b - a``.
+def top_k_sum(total, keys, ids, g, a, b, k, mark):
+    """Sum of the ``k`` contributions that rank first (``ranks_before``) among ``b - a`` contributions
+    whose sum is ``total``; ``total`` itself if ``b - a <= k``.
 
-    Selects the ``min(k, n - k)`` entries to mark by repeated scans
-    (O(n min(k, n - k)); n is the voxel's coverage, tens), then sums the
-    ``k`` kept in their stored order.
+    ``keys[a:b]``: their log-magnitudes (``log_magnitude``), ``ids[a:b]``: their
+    Gaussians (rows of ``g``); a contribution is ``sign(amp) exp(key)``.
+    ``mark``: bool scratch of length >= ``b - a``. The ``min(k, n - k)``
+    entries on the smaller side are marked by repeated scans (O(n min(k, n - k));
+    n is a voxel's coverage, tens) and only they are evaluated: ``total``
+    minus the ``n - k`` last-ranked, or the sum of the ``k`` first-ranked.
     """
     n = b - a
-    s = 0.0
     if n <= k:
-        for t in range(a, b):
-            s += vals[t]
-        return s
+        return total
     drop = n - k
     worst = drop <= k  # mark the `drop` last-ranked, else the k first-ranked
     picks = drop if worst else k
     for t in range(n):
         mark[t] = False
+    s = total if worst else 0.0
     for _ in range(picks):
         w = -1
         for t in range(a, b):
@@ -527,30 +569,42 @@ def top_k_sum(vals, ids, a, b, k, mark):
                 continue
             if w < 0:
                 w = t
-            elif worst and ranks_before(vals[w], ids[w], vals[t], ids[t]):
+            elif worst and ranks_before(keys[w], ids[w], keys[t], ids[t]):
                 w = t
-            elif not worst and ranks_before(vals[t], ids[t], vals[w], ids[w]):
+            elif not worst and ranks_before(keys[t], ids[t], keys[w], ids[w]):
                 w = t
         mark[w - a] = True
-    for t in range(a, b):
-        if mark[t - a] != worst:
-            s += vals[t]
+        c = math.exp(keys[w])
+        if g[ids[w], AMP] < 0.0:
+            c = -c
+        s = s - c if worst else s + c
     return s
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def coverage_rows(cnt, ny):
+    """Turn the first ``ny`` rows of ``splat_plane``'s row differences into counts, in place."""
+    for iy in range(ny):
+        c = 0
+        for ix in range(cnt.shape[1]):
+            c += cnt[iy, ix]
+            cnt[iy, ix] = c
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
 def keep_top_k(buf, cnt, k, g, idx, j0, j1, zc, sy, sty, sx, stx, stats):
     """Replace, in the plane buffer ``buf`` (ny, nx), each voxel reached by more than ``k`` Gaussians
-    (``cnt``, counted by ``splat_plane``) by the sum of its ``k`` first-ranked contributions.
+    (``cnt``: counts, (ny, >= nx); ``coverage_rows``) by the sum of its ``k`` first-ranked contributions.
 
     ``idx[j0:j1]``: the Gaussians splatted into ``buf`` (rows at Y = ``sy + iy * sty``,
     columns at X = ``sx + ix * stx``). Their contributions at those voxels are
-    gathered through the same rows and spans as the splat (``plane_rows``,
-    ``row_span``), computed directly (``amp exp(-d2 / 2)``), and ranked by
-    ``top_k_sum``. ``stats`` (5,) accumulates: voxels replaced, sum of squared
-    changes, largest change, and the largest and smallest exact sum among them.
+    gathered through the splat's own rows and spans (``plane_rows``, ``row_span``;
+    rows without such voxels in the Gaussian's box are skipped) as log-magnitudes
+    and ranked by ``top_k_sum``, which evaluates only the side it removes or keeps.
+    ``stats`` (5,) accumulates: voxels replaced, sum of squared changes, largest
+    change, and the largest and smallest exact sum among them.
     """
-    ny, nx = cnt.shape
+    ny, nx = buf.shape
     rowptr = np.zeros(ny + 1, np.int64)
     total = 0
     for iy in range(ny):
@@ -581,12 +635,15 @@ def keep_top_k(buf, cnt, k, g, idx, j0, j1, zc, sy, sty, sx, stx, stats):
                 base[t + 1] = base[t] + c
                 widest = max(widest, c)
                 t += 1
-    vals = np.empty(total, np.float64)
+    keys = np.empty(total, np.float64)
     ids = np.empty(total, np.int64)
     fill = base[:-1].copy()
+    row_lo = rows[0]
+    row_hi = rows[nover - 1]
+    inv_stx = 1.0 / stx
     for j in range(j0, j1):
         i = idx[j]
-        ja, jb, _ = plane_rows(g, i, zc, sy, sty, 0, ny - 1)
+        ja, jb, _ = plane_rows(g, i, zc, sy, sty, row_lo, row_hi)
         if ja > jb:
             continue
         dz = zc - g[i, CZ]
@@ -595,17 +652,20 @@ def keep_top_k(buf, cnt, k, g, idx, j0, j1, zc, sy, sty, sx, stx, stats):
         aq = g[i, PXX]
         amp = g[i, AMP]
         b0, b1, c0, c1, c2 = row_coefficients(g, i, dz)
+        half_inv_aq = 0.5 / aq
+        log_amp = math.log(abs(amp)) if amp != 0.0 else -np.inf
+        # columns of the Gaussian's 3-sigma box (a superset of every row's span)
+        xa = math.ceil((cx - g[i, EX] - sx) * inv_stx) - 1
+        xb = math.floor((cx + g[i, EX] - sx) * inv_stx) + 1
         for iy in range(ja, jb + 1):
             r0 = rowptr[iy]
             r1 = rowptr[iy + 1]
-            if r0 == r1:
+            if r0 == r1 or cols[r0] > xb or cols[r1 - 1] < xa:
                 continue
             dy = sy + iy * sty - cy
             bq = b0 + b1 * dy
             cq = c0 + dy * (c1 + c2 * dy)
-            ia, ib = row_span(aq, bq, cq, cx, sx, stx, 0, nx - 1)
-            if ia > ib:
-                continue
+            ia, ib = row_span(aq, bq, cq, cx, sx, stx, 0, nx - 1, half_inv_aq, inv_stx)
             for t in range(r0, r1):
                 ix = cols[t]
                 if ix < ia:
@@ -613,16 +673,16 @@ def keep_top_k(buf, cnt, k, g, idx, j0, j1, zc, sy, sty, sx, stx, stats):
                 if ix > ib:
                     break
                 p = fill[t]
-                if p < base[t + 1]:  # always (the splat counted the same spans)
-                    vals[p] = amp * math.exp(-0.5 * _row_d2(cq, bq, aq, sx + ix * stx - cx))
+                if p < base[t + 1]:  # always: the splat counted the same spans
+                    keys[p] = log_amp - 0.5 * _row_d2(cq, bq, aq, sx + ix * stx - cx)
                     ids[p] = i
                     fill[t] = p + 1
     mark = np.empty(widest, np.bool_)
     for t in range(nover):
         iy = rows[t]
         ix = cols[t]
-        kept = top_k_sum(vals, ids, base[t], fill[t], k, mark)
         exact = buf[iy, ix]
+        kept = top_k_sum(exact, keys, ids, g, base[t], fill[t], k, mark)
         d = exact - kept
         stats[0] += 1.0
         stats[1] += d * d
@@ -668,7 +728,7 @@ def splat_decode(g, ptr, idx, start, step, k, field, fz0, fzw, fy0, fyw, fx0, fx
         st[STAT_LO] = np.inf
         st[STAT_HI] = -np.inf
         buf = np.empty((1, band, nx), np.float64)
-        cnt = np.zeros((band, nx) if k > 0 else (0, 0), np.int32)
+        cnt = np.zeros((band, nx + 1) if k > 0 else (0, 0), np.int32)
         for item in range(c, nitems, nchunks):
             iz = item // nbands
             y0 = (item % nbands) * band
@@ -682,6 +742,7 @@ def splat_decode(g, ptr, idx, start, step, k, field, fz0, fzw, fy0, fyw, fx0, fx
             for j in range(ptr[iz], ptr[iz + 1]):
                 splat_plane(plane, idx[j], g, zc, yc, sty, sx, stx, 0, h - 1, 0, nx - 1, cnt)
             if k > 0:
+                coverage_rows(cnt, h)
                 keep_top_k(plane[:h], cnt[:h], k, g, idx, ptr[iz], ptr[iz + 1], zc, yc, sty, sx, stx, st)
             _finish_block(buf[:, :h], iz, y0, 0, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi,
                           out)
@@ -729,16 +790,16 @@ def points_sum(g, points, origin, cell, ncell, ptr, idx, k):
                 s += g[i, AMP] * math.exp(-0.5 * d2)
                 n += 1
         if k > 0 and n > k:
-            vals = np.empty(n, np.float64)
+            keys = np.empty(n, np.float64)
             ids = np.empty(n, np.int64)
             n = 0
             for j in range(ptr[cid], ptr[cid + 1]):
                 i = idx[j]
                 d2 = mahalanobis2(g, i, z - g[i, CZ], y - g[i, CY], x - g[i, CX])
                 if d2 <= CUTOFF_D2:
-                    vals[n] = g[i, AMP] * math.exp(-0.5 * d2)
+                    keys[n] = log_magnitude(g[i, AMP], d2)
                     ids[n] = i
                     n += 1
-            s = top_k_sum(vals, ids, 0, n, k, np.empty(n, np.bool_))
+            s = top_k_sum(s, keys, ids, g, 0, n, k, np.empty(n, np.bool_))
         out[p] = s
     return out
