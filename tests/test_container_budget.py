@@ -38,7 +38,7 @@ def test_fit_budget_is_fast_for_20000_gaussians():
     fitted = budget.fit_budget(gv, 150_000)
     seconds = time.perf_counter() - t0
     assert container.file_size(fitted) <= 150_000 and fitted.n_gaussians > 10_000
-    assert seconds < 3.0, seconds  # about 0.2 s alone on the 2-core machine
+    assert seconds < 10.0, seconds  # a guard only: 0.3-4 s on the shared 2-core machine (benchmarks time it)
 
 
 def test_fit_budget_fits_one_brick_payload_with_a_custom_size():
@@ -71,4 +71,4 @@ def test_gaussians_for_bytes_is_the_size_model_of_the_default_format():
     gv = random_volume(shape, n=4000, seed=7, scale_range=(0.5, 8.0))
     est = budget.gaussians_for_bytes(gv, 30_000)
     exact = budget.fit_budget(gv, 30_000).n_gaussians
-    assert exact <= est <= 1.1 * exact, (est, exact)
+    assert exact <= est <= 1.16 * exact, (est, exact)  # the size model with the 5% COUNT_MARGIN
