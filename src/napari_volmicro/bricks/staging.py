@@ -244,7 +244,8 @@ class Staging:
                          bricks=[entry], payloads=[data])
             VmgFile(tmp).verify()
         except (FormatError, VolmicroError, ValueError, IndexError, OverflowError) as exc:
-            raise VolmicroError(f"{where}: does not read back as a brick ({exc})") from None
+            reason = str(exc).replace(f"{tmp}: ", "").replace(str(tmp), "the brick")
+            raise VolmicroError(f"{where}: does not read back as a brick ({reason})") from None
         finally:
             tmp.unlink(missing_ok=True)
 
