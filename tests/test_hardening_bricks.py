@@ -188,3 +188,29 @@ def test_item07_a_file_failing_verification_never_replaces_the_output(tmp_path):
         staging.write_verified(out, lambda path: open(path, "wb").write(b"VMG\x00\r\n\x1a\n" + b"\x00" * 100))
     assert out.read_bytes() == b"good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.vmg", "o.vmg.parts"]
+
+
+# -- item 8: SIGTERM in the middle of a bricked run --------------------------------------------------
+
+
+def test_item08_sigterm_mid_run_keeps_the_parts_and_resume_finishes(source, tmp_path, client, monkeypatch):
+    """SIGTERM (as ``volmicro`` handles it) after the first finished brick: no output, the finished
+    parts stay, and ``--resume`` completes the same file an uninterrupted run writes."""
+    from napari_volmicro.cli._interrupt import TEST_SIGNAL_ENV, Terminated, signal_point, terminate_cleanly
+
+    ref = tmp_path / "ref.vmg"
+    _encode(source, ref, client)
+    out = tmp_path / "out.vmg"
+    monkeypatch.setenv(TEST_SIGNAL_ENV, "bricks:TERM")
+
+    def progress(p):
+        if p.done == 1:
+            signal_point("bricks")
+
+    with terminate_cleanly(), pytest.raises(Terminated):
+        _encode(source, out, client, progress=progress)
+    assert not out.exists() and any((tmp_path / "out.vmg.parts").glob("brick-*.npz"))
+    monkeypatch.delenv(TEST_SIGNAL_ENV)
+    report = _encode(source, out, client, resume=True)
+    assert report["reused"] >= 1 and out.read_bytes() == ref.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.vmg", "ref.vmg", "src.npy"]
