@@ -592,4 +592,3 @@ def test_item13_zarr_of_1e18_voxels_is_refused_up_front(tmp_path, capsys):
     assert "1000000 x 1000000 x 1000000 voxels = 1,000,000,000,000,000,000 bytes (1.0 EB)" in err
     assert "59,638,983,643 bricks of 256 x 256 x 256" in err and "larger --bricks" in err
     assert _leftovers(tmp_path) == []
-
