@@ -30,6 +30,8 @@ VOLUMES = {
     "nuclei": ROOT / "tests" / "data" / "cellseg3d_nuclei.tif",
     "bead": ROOT / "tests" / "data" / "bead_flowdec.tif",
     "neuron": ROOT / "tests" / "data" / "rivuletpy_neuron.tif",
+    # 18 Mvoxel raw two-photon tissue (26 x 1116 x 627 uint16): only in the shared data folder
+    "cellfinder": ROOT.parent / "shared" / "data" / "cellfinder_stp_signal.tif",
 }
 
 

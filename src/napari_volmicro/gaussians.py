@@ -21,7 +21,7 @@ This module imports only numpy; the torch module for training lives in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +106,9 @@ class GaussianVolume:
     shape: (Z, Y, X) voxels. spacing: physical voxel size ZYX (> 0).
     mapping: model values -> original units and dtype.
     background: optional coarse field (gz, gy, gx) of model values, see ``background.py``.
+    residual: optional enhancement layer (``napari_volmicro.residual.ResidualLayer``): what the
+      Gaussians do not hold, in original units, added by ``decode(..., layers="all")``. It belongs
+      to these Gaussians as decoded by the dense evaluator: ``subset`` drops it.
     """
 
     shape: tuple[int, int, int]
@@ -116,6 +119,7 @@ class GaussianVolume:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     mapping: IntensityMapping = IntensityMapping()
     background: np.ndarray | None = None
+    residual: object = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         try:
@@ -155,6 +159,8 @@ class GaussianVolume:
             bg = np.ascontiguousarray(bg)
         if not isinstance(self.mapping, IntensityMapping):
             raise InputError("mapping must be an IntensityMapping")
+        if self.residual is not None and tuple(getattr(self.residual, "shape", ())) != shape:
+            raise InputError(f"residual layer is for shape {getattr(self.residual, 'shape', None)}, the model has {shape}")
         for name, val in (
             ("shape", shape), ("spacing", spacing), ("centers", centers), ("scales", scales),
             ("quaternions", quats), ("amplitudes", amps), ("background", bg),
@@ -179,8 +185,10 @@ class GaussianVolume:
         return GaussianVolume(**fields)
 
     def subset(self, index) -> GaussianVolume:
-        """A model with only the Gaussians selected by ``index`` (mask or integer indices)."""
+        """A model with only the Gaussians selected by ``index`` (mask or integer indices), without
+        the enhancement layer (it was the residual of all the Gaussians)."""
         return self.replace(
+            residual=None,
             centers=self.centers[index],
             scales=self.scales[index],
             quaternions=self.quaternions[index],
@@ -229,7 +237,7 @@ class GaussianVolume:
         (``container.LazyGaussianVolume``) returns only the Gaussians of the bricks that reach it."""
         return self
 
-    def decode(self, region=None, evaluator: str = "dense", k: int = 32) -> np.ndarray:
+    def decode(self, region=None, evaluator: str = "dense", k: int = 32, layers: str | None = None) -> np.ndarray:
         """Decode ``region`` (three slices, ZYX voxel indices; None = whole volume).
 
         Returns an array of the region's shape in the original units and dtype.
@@ -238,10 +246,15 @@ class GaussianVolume:
         most K reach it), ``"knn-centres"`` (the paper's K nearest centres) or
         ``"reference"`` (brute force, slow; the oracle in tests); see
         ``napari_volmicro.evaluate``. ``k`` is used by the KNN evaluators.
+        ``layers``: ``"base"`` (the Gaussians alone), ``"all"`` (plus the enhancement layer
+        ``residual``, read only for the blocks the region touches; needs an exact evaluator,
+        ``"dense"`` or ``"reference"``) or None (default): ``"all"`` when the model has an
+        enhancement layer and the evaluator is exact, else ``"base"``.
         """
-        return self.decode_measured(region, evaluator, k, measure=False)[0]
+        return self.decode_measured(region, evaluator, k, measure=False, layers=layers)[0]
 
-    def decode_measured(self, region=None, evaluator: str = "dense", k: int = 32, *, measure: bool = True):
+    def decode_measured(self, region=None, evaluator: str = "dense", k: int = 32, *, measure: bool = True,
+                        layers: str | None = None):
         """Like ``decode``, and how the result differs from the exact decode of the region
         (``evaluate.DecodeLoss``; None when ``measure`` is False). The one region-decode path."""
         from .evaluate import get_evaluator
@@ -249,7 +262,12 @@ class GaussianVolume:
         grid = normalize_region(region, self.shape)
         ev = get_evaluator(evaluator)
         k = _check_k(k)
+        layer = _enhancement(self, layers, evaluator)
         model = self.region_model(grid.slices)
+        if layer is not None:
+            from .residual import decode_with_layer
+
+            return decode_with_layer(model, layer, ev, grid, k, measure)
         return ev.decode_measured(model, grid, k) if measure else (ev.decode(model, grid, k), None)
 
     def decode_model(self, region=None, evaluator: str = "dense", k: int = 32) -> np.ndarray:
@@ -299,6 +317,27 @@ def check_points(points) -> np.ndarray:
     if not np.all(np.isfinite(pts)):
         raise InputError("points contain NaN or Inf")
     return np.ascontiguousarray(pts)
+
+
+#: evaluators whose decode is the exact Gaussian sum (the base an enhancement layer is added to)
+EXACT_EVALUATORS = ("dense", "reference")
+
+
+def _enhancement(gv: GaussianVolume, layers, evaluator: str):
+    """The enhancement layer ``decode`` adds for ``layers`` (see ``GaussianVolume.decode``), or None."""
+    if layers not in (None, "all", "base"):
+        raise VolmicroError(f"layers must be 'all', 'base' or None, got {layers!r}")
+    layer = getattr(gv, "residual", None)
+    if layers == "base" or layer is None:
+        return None
+    if evaluator not in EXACT_EVALUATORS:
+        if layers == "all":
+            raise VolmicroError(
+                f"layers='all' adds the enhancement layer to the exact sum of the Gaussians; evaluator "
+                f"{evaluator!r} is approximate: use evaluator 'dense' (or 'reference'), or layers='base'"
+            )
+        return None
+    return layer
 
 
 def _check_k(k) -> int:
