@@ -194,7 +194,8 @@ def main(argv=None) -> int:
     print(f"encoder key {key}; models in {OUT}")
     for name, case in all_cases.items():
         p = case.fixed or find(case, stale_ok=True)
-        state = "missing" if p is None else (p.name if p == cached_path(case, key) else f"stale: {p.name}")
+        state = ("missing" if p is None else "shipped: " + p.name if case.fixed else
+                 p.name if p == cached_path(case, key) else f"stale: {p.name}")
         print(f"  {name:32s} {state}")
     return 0
 

@@ -1,54 +1,80 @@
-"""Decode benchmark: dense and KNN evaluators on the 100 x 647 x 813, 20,000-Gaussian model.
+"""Decode benchmark on trained models: dense and KNN speed, and KNN against the exact decode.
 
-Prints a table and, last, one JSON line. Measures:
+Models (``--models``):
 
-- dense full-volume decode (uint16 output, conversion inside the kernel):
-  MVox/s, best of ``--repeats`` after a warm-up;
-- 128^3 region decode (cut to the grid's 100 Z planes: 100 x 128 x 128), dense
-  and KNN (K=32): median ms over ``--regions`` random regions;
-- one-plane slice decode (1 x 256 x 256, what the napari Browse widget asks for
-  in a 1024 x 1024 view), dense and KNN (K=32): median ms over 3 x ``--regions``
-  random slices;
-- peak memory of the dense full decode relative to the output array (in a
-  fresh subprocess: RSS high-water mark after the decode minus the resident
-  size before it, so the output array and numba's allocations included);
-- first-call latency in a fresh process: one subprocess fills the numba cache,
-  a second one times ``import`` + the first small decode and checks that no
-  kernel was compiled (numba dispatcher cache statistics);
-- the KNN (K=32) error against the exact (dense) decode on the whole model:
-  PSNR in model units (peak = max - min of the exact decode) and max error;
-  and for K = 4, 8, 16, 32 on three of the regions.
+- ``random``: 20,000 random Gaussians on 100 x 647 x 813 (``synthetic.benchmark_volume``),
+  the synthetic case;
+- ``sample``: the model shipped as napari sample data (2,364 Gaussians, 50 x 256 x 256);
+- ``cellfinder``: the default preset's model of ``cellfinder_stp_signal.tif`` at 0.073 bpp
+  (26 x 1116 x 627);
+- ``tiled20k``: the default preset's 20,000-Gaussian model of the Purkinje stack
+  mirror-tiled to 100 x 647 x 813.
 
-The machine is shared: timings are noisy; ratios measured in the same run
-are more telling than absolute numbers. ``--quick`` shrinks the model for a
-smoke test.
+Trained models come from ``_trained.py`` (cached under ``benchmarks/out/models/``;
+``--train`` trains the missing ones, ``--stale-ok`` reuses models of another
+encoder version). Per model, in a fresh process:
 
-    python benchmarks/decode.py [--threads N] [--repeats 3] [--regions 9] [--quick]
+- dense whole-volume decode (output dtype, conversion in the kernel): best of
+  ``--repeats``, MVox/s (target >= 200);
+- 128^3 regions (cut to the volume), dense and KNN (K=32): median ms over
+  ``--regions`` random regions (targets 15 and 100 ms);
+- one-plane slices of 1 x 1024 x 1024 (cut to the volume; what Browse decodes
+  in a 1024 x 1024 view), dense and KNN: median ms (KNN target 50 ms);
+- KNN (K=32) against the exact decode: on the regions and planes, and (current
+  code) on the whole volume: PSNR in model units (peak = the exact decode's
+  max - min; "=" identical) and the share of voxels that differ.
+
+``--old SRC`` times the same in a second package (``PYTHONPATH=SRC``, e.g. an
+export of an earlier commit's ``src/``), alternating old and new processes
+``--rounds`` times and printing medians side by side with the ratio: the
+machine is shared and noisy, so only ratios measured in one run are telling.
+In code before the ``knn``/``knn-centres`` split, ``knn`` is the paper's rule.
+``--extras`` adds, for the current code, peak memory of a dense whole decode
+and the first-call latency of a fresh process (numba cache checked).
+
+    python benchmarks/decode.py                                   # every model that is cached
+    python benchmarks/decode.py --old /tmp/old/src --rounds 3     # before / after
+    python benchmarks/decode.py --models sample random --quick    # smoke test
+
+Prints the command, a table and, last, one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-SHAPE = (100, 647, 813)
-N_GAUSSIANS = 20_000
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _trained  # noqa: E402
+
+MODELS = ("random", "sample", "cellfinder", "tiled20k")
+TRAINED = {"cellfinder": "cellfinder_stp_signal@0.073", "tiled20k": "tiled20k", "sample": "sample"}
 REGION = 128
-SLICE = 256
+PLANE = 1024
+K = 32
 
 
-def model(quick: bool):
-    from napari_volmicro.synthetic import benchmark_volume
+# -- measurements (run in a child process, with whichever package it imports) --------------------
 
-    if quick:
-        return benchmark_volume(shape=(40, 160, 200), n=1200)
-    return benchmark_volume(shape=SHAPE, n=N_GAUSSIANS)
+
+def load_model(spec: dict):
+    import napari_volmicro as nv
+
+    if spec["model"] == "random":
+        from napari_volmicro.synthetic import benchmark_volume
+
+        return benchmark_volume(shape=(40, 160, 200), n=1200) if spec.get("quick") else benchmark_volume()
+    return nv.load(spec["path"])
 
 
 def random_regions(shape, size, count, seed=0):
@@ -64,19 +90,12 @@ def random_regions(shape, size, count, seed=0):
     return out
 
 
-def best_of(fn, repeats):
-    """Best wall time and best CPU time (all threads of this process) over ``repeats`` calls, in s."""
-    best, best_cpu = np.inf, np.inf
-    for _ in range(repeats):
-        c, t = time.process_time(), time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-        best_cpu = min(best_cpu, time.process_time() - c)
-    return best, best_cpu
+def random_planes(shape, size, count, seed=1):
+    return [(slice(r[0].start, r[0].start + 1),) + r[1:] for r in random_regions(shape, size, count, seed)]
 
 
-def median_ms(gv, regions, evaluator, k=32):
-    """Median wall and CPU (all threads) milliseconds of decoding each region."""
+def _median_ms(gv, regions, evaluator, k=K):
+    """Median wall and CPU (all threads) ms of decoding each region."""
     gv.decode(regions[0], evaluator=evaluator, k=k)  # warm-up
     times, cpu = [], []
     for region in regions:
@@ -87,29 +106,103 @@ def median_ms(gv, regions, evaluator, k=32):
     return 1e3 * float(np.median(times)), 1e3 * float(np.median(cpu))
 
 
-def _child(code: str, env=None) -> dict:
-    """Run ``code`` in a fresh interpreter; it must print one JSON line last."""
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False
-    )
+def agreement(exact: list[np.ndarray], approx: list[np.ndarray]) -> dict:
+    """PSNR (model units; peak = the exact values' max - min) and share of differing voxels."""
+    e = np.concatenate([a.ravel() for a in exact]).astype(np.float64)
+    a = np.concatenate([b.ravel() for b in approx]).astype(np.float64)
+    d = np.abs(a - e)
+    peak = float(e.max() - e.min())
+    mse = float(np.mean(d * d))
+    return {"psnr_db": math.inf if mse == 0 else 10 * math.log10(peak * peak / mse),
+            "differing": float(np.mean(d > 1e-6 * max(peak, 1e-30))), "max_err": float(d.max())}
+
+
+def child(spec: dict) -> dict:
+    import numba
+
+    from napari_volmicro.evaluate import EVALUATORS
+
+    if spec.get("threads"):
+        numba.set_num_threads(spec["threads"])
+    gv = load_model(spec)
+    res = {"n_gaussians": gv.n_gaussians, "shape": list(gv.shape), "threads": numba.get_num_threads(),
+           "has_knn_centres": "knn-centres" in EVALUATORS}
+    gv.decode((slice(0, 8),) * 3, evaluator="dense")  # kernels loaded
+    best = best_cpu = math.inf
+    for _ in range(spec["repeats"]):
+        c, t = time.process_time(), time.perf_counter()
+        gv.decode(evaluator="dense")
+        best = min(best, time.perf_counter() - t)
+        best_cpu = min(best_cpu, time.process_time() - c)
+    res["dense_full_ms"] = 1e3 * best
+    res["dense_full_cpu_ms"] = 1e3 * best_cpu
+    res["dense_full_mvox_s"] = gv.n_voxels / best / 1e6
+    regions = random_regions(gv.shape, REGION, spec["regions"])
+    planes = random_planes(gv.shape, PLANE, spec["regions"])
+    res["region_shape"] = [s.stop - s.start for s in regions[0]]
+    res["plane_shape"] = [s.stop - s.start for s in planes[0]]
+    for name, sets in (("region", regions), ("plane", planes)):
+        res[f"dense_{name}_ms"], res[f"dense_{name}_cpu_ms"] = _median_ms(gv, sets, "dense")
+        res[f"knn_{name}_ms"], res[f"knn_{name}_cpu_ms"] = _median_ms(gv, sets, "knn")
+    sets = regions[:3] + planes[:3]
+    exact = [gv.decode_model(s, evaluator="dense") for s in sets]
+    res["knn_vs_exact_parts"] = agreement(exact, [gv.decode_model(s, evaluator="knn", k=K) for s in sets])
+    if res["has_knn_centres"]:
+        res["centres_vs_exact_parts"] = agreement(
+            exact, [gv.decode_model(s, evaluator="knn-centres", k=K) for s in sets])
+    if spec.get("whole_agreement"):
+        t = time.perf_counter()
+        knn = gv.decode_model(evaluator="knn", k=K)
+        res["knn_full_ms"] = 1e3 * (time.perf_counter() - t)
+        res["knn_vs_exact_whole"] = agreement([gv.decode_model(evaluator="dense")], [knn])
+    return res
+
+
+# -- the parent: models, alternating processes, table ---------------------------------------------
+
+
+def run_child(spec: dict, src: str | None) -> dict:
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                          env=env, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess failed:\n{proc.stderr}")
+        raise RuntimeError(f"benchmark child failed ({spec['model']}, {src or 'current'}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def model_specs(names, train: bool, stale_ok: bool, quick: bool) -> list[dict]:
+    specs = []
+    for name in names:
+        spec = {"model": name, "quick": quick}
+        if name in TRAINED:
+            try:
+                spec["path"] = str(_trained.model_path(TRAINED[name], stale_ok=stale_ok, train=train))
+            except FileNotFoundError as exc:
+                print(f"skip {name}: {exc}", file=sys.stderr)
+                continue
+        specs.append(spec)
+    return specs
+
+
+def median_of(runs: list[dict], key: str):
+    vals = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+    return float(np.median(vals)) if vals else None
+
+
 _PEAK_CODE = """
-import json, sys
-sys.path.insert(0, {here!r})
-from decode import model
-gv = model({quick})
-gv.decode((slice(0, 8), slice(0, 8), slice(0, 8)))  # load kernels
+import json
+import numpy as np
+from napari_volmicro.synthetic import benchmark_volume
+gv = benchmark_volume(shape={shape})
+gv.decode((slice(0, 8), slice(0, 8), slice(0, 8)))
 def rss_kib(field):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-before = rss_kib("VmRSS")  # resident now (the high-water mark may be higher)
+before = rss_kib("VmRSS")
 vol = gv.decode()
-after = rss_kib("VmHWM")  # (ru_maxrss can carry the parent's peak across fork)
-print(json.dumps({{"delta_kib": max(after - before, 0), "out_bytes": vol.nbytes}}))
+print(json.dumps({{"delta_kib": max(rss_kib("VmHWM") - before, 0), "out_bytes": vol.nbytes}}))
 """
 
 _FIRST_CALL_CODE = """
@@ -140,110 +233,109 @@ print(json.dumps({"import_s": t1 - t0, "first_dense_s": t2 - t1, "first_knn_s": 
 """
 
 
+def _python(code: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "="
+    return f"{v:.1f}{unit}" if v < 1000 else f"{v:.0f}{unit}"
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=None, help="numba threads (default: all cores)")
-    ap.add_argument("--repeats", type=int, default=3, help="full decodes timed (best is kept)")
-    ap.add_argument("--regions", type=int, default=9, help="random regions timed (median is kept)")
-    ap.add_argument("--quick", action="store_true", help="small model, for a smoke test")
-    args = ap.parse_args(argv)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    ap.add_argument("--old", metavar="SRC", help="also time the package found at SRC (PYTHONPATH), alternating")
+    ap.add_argument("--rounds", type=int, default=3, help="processes per model and side (medians are kept)")
+    ap.add_argument("--repeats", type=int, default=3, help="whole decodes per process (best is kept)")
+    ap.add_argument("--regions", type=int, default=9, help="random regions and planes timed (median is kept)")
+    ap.add_argument("--threads", type=int, help="numba threads in the timed processes (default: all cores)")
+    ap.add_argument("--train", action="store_true", help="train missing models (minutes each)")
+    ap.add_argument("--stale-ok", action="store_true", help="use cached models of another encoder version")
+    ap.add_argument("--extras", action="store_true", help="peak memory and fresh-process latency (current code)")
+    ap.add_argument("--quick", action="store_true", help="small random model, one round")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(json.loads(a.child))))
+        return 0
+    print("command: " + " ".join(shlex.quote(x) for x in [sys.executable, *sys.argv]), flush=True)
+    rounds = 1 if a.quick else a.rounds
+    sides = [("new", None)] + ([("old", a.old)] if a.old else [])
+    results = {}
+    for spec in model_specs(a.models, a.train, a.stale_ok, a.quick):
+        spec.update(repeats=a.repeats, regions=a.regions, threads=a.threads)
+        runs = {side: [] for side, _ in sides}
+        for r in range(rounds):
+            for side, src in sides:
+                s = dict(spec, whole_agreement=(side == "new" and r == 0))
+                runs[side].append(run_child(s, src))
+                print(f"  {spec['model']} {side} round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+        results[spec["model"]] = runs
 
-    import numba
-
-    if args.threads:
-        numba.set_num_threads(args.threads)
-    here = os.path.dirname(os.path.abspath(__file__))
-    gv = model(args.quick)
-    nvox = gv.n_voxels
-    res: dict = {
-        "shape": list(gv.shape),
-        "n_gaussians": gv.n_gaussians,
-        "threads": numba.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "load_avg_1min": os.getloadavg()[0],
-    }
-
-    # Dense full volume (uint16, converted in the kernel).
-    t = time.perf_counter()
-    gv.decode()
-    res["dense_full_first_s"] = time.perf_counter() - t
-    t_full, cpu_full = best_of(gv.decode, args.repeats)
-    res["dense_full_s"] = t_full
-    res["dense_full_mvox_s"] = nvox / t_full / 1e6
-    # CPU seconds over all threads: what the decode costs regardless of other load;
-    # cpu / threads is the wall time it would take on an otherwise idle machine.
-    res["dense_full_cpu_s"] = cpu_full
-    res["dense_full_mvox_s_idle_estimate"] = nvox / (cpu_full / res["threads"]) / 1e6
-    t_model, _ = best_of(gv.decode_model, args.repeats)
-    res["dense_full_float32_mvox_s"] = nvox / t_model / 1e6
-
-    # 128^3 regions.
-    regions = random_regions(gv.shape, REGION, args.regions)
-    res["region_shape"] = [s.stop - s.start for s in regions[0]]
-    res["dense_region_ms"], res["dense_region_cpu_ms"] = median_ms(gv, regions, "dense")
-    res["knn_region_ms"], res["knn_region_cpu_ms"] = median_ms(gv, regions, "knn", k=32)
-    # One-plane slices, as the napari Browse widget decodes them.
-    slices = [(slice(r[0].start, r[0].start + 1),) + r[1:] for r in random_regions(gv.shape, SLICE, 3 * args.regions, 1)]
-    res["slice_shape"] = [s.stop - s.start for s in slices[0]]
-    res["dense_slice_ms"], _ = median_ms(gv, slices, "dense")
-    res["knn_slice_ms"], res["knn_slice_cpu_ms"] = median_ms(gv, slices, "knn", k=32)
-
-    # Peak memory of the dense full decode (fresh process).
-    peak = _child(_PEAK_CODE.format(here=here, quick=args.quick))
-    # The growth includes the output array itself.
-    res["dense_peak_bytes"] = peak["delta_kib"] * 1024
-    res["dense_peak_over_output"] = peak["delta_kib"] * 1024 / peak["out_bytes"]
-
-    # First-call latency (fresh processes; the first fills the cache if needed).
-    _child(_FIRST_CALL_CODE)
-    first = _child(_FIRST_CALL_CODE)
-    res.update({f"fresh_{k}": v for k, v in first.items()})
-
-    # KNN K=32 against the exact sum, whole model.
-    exact = gv.decode_model(evaluator="dense").astype(np.float64)
-    t = time.perf_counter()
-    knn = gv.decode_model(evaluator="knn", k=32).astype(np.float64)
-    res["knn_full_s"] = time.perf_counter() - t
-    mse = float(np.mean((knn - exact) ** 2))
-    peak_val = float(exact.max() - exact.min())
-    res["knn32_vs_exact_psnr_db"] = None if mse == 0 else 10 * np.log10(peak_val**2 / mse)  # None: identical
-    res["knn32_vs_exact_max_err"] = float(np.abs(knn - exact).max())
-    res["knn32_vs_exact_voxels_differing"] = int(np.count_nonzero(np.abs(knn - exact) > 1e-6 * peak_val))
-    # Smaller K on a few regions: where the K-nearest rule starts to drop Gaussians.
-    sweep = {}
-    for k in (4, 8, 16, 32):
-        se = n = 0.0
-        for region in regions[:3]:
-            ex = gv.decode_model(region, evaluator="dense").astype(np.float64)
-            kn = gv.decode_model(region, evaluator="knn", k=k).astype(np.float64)
-            se += float(((kn - ex) ** 2).sum())
-            n += ex.size
-        sweep[k] = None if se == 0 else 10 * np.log10(peak_val**2 / (se / n))
-    res["knn_vs_exact_psnr_db_by_k_regions"] = sweep
-    res["load_avg_1min_end"] = os.getloadavg()[0]
-
-    rows = [
-        ("model", f"{gv.shape[0]} x {gv.shape[1]} x {gv.shape[2]}, {gv.n_gaussians} Gaussians", ""),
-        ("dense full decode (uint16)", f"{res['dense_full_mvox_s']:.0f} MVox/s", f"{t_full:.3f} s, target >= 200 MVox/s"),
-        ("  same, CPU time / threads", f"{res['dense_full_mvox_s_idle_estimate']:.0f} MVox/s", f"{cpu_full:.3f} CPU-s (idle-machine estimate)"),
-        ("dense full decode (float32 model)", f"{res['dense_full_float32_mvox_s']:.0f} MVox/s", ""),
-        ("dense region " + "x".join(map(str, res["region_shape"])), f"{res['dense_region_ms']:.1f} ms", f"median, target <= 15 ms; {res['dense_region_cpu_ms']:.1f} CPU-ms"),
-        ("knn K=32 region " + "x".join(map(str, res["region_shape"])), f"{res['knn_region_ms']:.1f} ms", f"median, target <= 250 ms; {res['knn_region_cpu_ms']:.1f} CPU-ms"),
-        ("dense slice " + "x".join(map(str, res["slice_shape"])), f"{res['dense_slice_ms']:.1f} ms", "median"),
-        ("knn K=32 slice " + "x".join(map(str, res["slice_shape"])), f"{res['knn_slice_ms']:.1f} ms", f"median; {res['knn_slice_cpu_ms']:.1f} CPU-ms"),
-        ("dense peak memory / output", f"{res['dense_peak_over_output']:.2f}x", "target <= 1.5x"),
-        ("fresh process: import", f"{first['import_s']:.2f} s", ""),
-        ("fresh process: first dense decode", f"{first['first_dense_s']:.2f} s", f"cache misses {first['cache_misses']}"),
-        ("fresh process: first knn calls", f"{first['first_knn_s']:.2f} s", ""),
-        ("knn K=32 vs exact", "identical" if mse == 0 else f"{res['knn32_vs_exact_psnr_db']:.1f} dB", f"max err {res['knn32_vs_exact_max_err']:.4f} (model units)"),
-        ("knn K=32 full decode", f"{res['knn_full_s']:.2f} s", ""),
-        ("knn vs exact by K (3 regions)", " ".join(f"{k}:{'=' if v is None else f'{v:.0f}'}" for k, v in sweep.items()), "K:dB ('=' identical)"),
-        ("threads / load avg", f"{res['threads']} / {res['load_avg_1min']:.1f}", "machine is shared: timings are noisy"),
-    ]
-    w = max(len(r[0]) for r in rows)
-    for name, val, note in rows:
-        print(f"{name:<{w}}  {val:>14}  {note}")
-    print(json.dumps(res))
+    load = os.getloadavg()[0]
+    w = 44
+    print(f"{'model / figure':{w}s} {'old':>9s} {'new':>9s} {'speed-up':>8s}  target / note")
+    for model, runs in results.items():
+        new = runs["new"][0]
+        shape = " x ".join(map(str, new["shape"]))
+        print(f"{model} ({shape}, {new['n_gaussians']} Gaussians)")
+        rs = " x ".join(map(str, new["region_shape"]))
+        ps = " x ".join(map(str, new["plane_shape"]))
+        rows = [
+            ("dense whole volume MVox/s", "dense_full_mvox_s", ">= 200", False),
+            ("dense whole volume ms", "dense_full_ms", "", True),
+            ("  CPU ms (all threads)", "dense_full_cpu_ms", "", True),
+            (f"dense region {rs} ms", "dense_region_ms", "<= 15 (128^3)", True),
+            ("  CPU ms", "dense_region_cpu_ms", "", True),
+            (f"knn K=32 region {rs} ms", "knn_region_ms", "<= 100 (128^3)", True),
+            ("  CPU ms", "knn_region_cpu_ms", "", True),
+            (f"dense plane {ps} ms", "dense_plane_ms", "", True),
+            ("  CPU ms", "dense_plane_cpu_ms", "", True),
+            (f"knn K=32 plane {ps} ms", "knn_plane_ms", "<= 50 (1 x 1024 x 1024)", True),
+            ("  CPU ms", "knn_plane_cpu_ms", "", True),
+        ]
+        for label, key, note, lower in rows:
+            nv = median_of(runs["new"], key)
+            ov = median_of(runs["old"], key) if "old" in runs else None
+            ratio = f"{ov / nv:.2f}" if (ov and nv) else "-"
+            if not lower and ov and nv:
+                ratio = f"{nv / ov:.2f}"  # throughput: new/old, so > 1 is faster either way
+            print(f"  {label:{w - 2}s} {_fmt(ov):>9s} {_fmt(nv):>9s} {ratio:>8s}  {note}")
+        for side in runs:
+            res = runs[side][0]
+            name = "knn K=32" if res["has_knn_centres"] else "knn K=32 (the paper's rule)"
+            agr = res["knn_vs_exact_parts"]
+            print(f"  {side}: {name} vs exact, 3 regions + 3 planes: {_fmt(agr['psnr_db'])} dB, "
+                  f"{100 * agr['differing']:.3g}% of voxels differ")
+            if "centres_vs_exact_parts" in res:
+                c = res["centres_vs_exact_parts"]
+                print(f"  {side}: knn-centres K=32 (the paper's rule) vs exact, same parts: {_fmt(c['psnr_db'])} dB, "
+                      f"{100 * c['differing']:.3g}% of voxels differ")
+            if "knn_vs_exact_whole" in res:
+                c = res["knn_vs_exact_whole"]
+                print(f"  {side}: knn K=32 vs exact, whole volume: {_fmt(c['psnr_db'])} dB, "
+                      f"{100 * c['differing']:.3g}% of voxels differ, max error {c['max_err']:.3g} (model units); "
+                      f"{res['knn_full_ms']:.0f} ms")
+    extras = {}
+    if a.extras:
+        shape = (40, 160, 200) if a.quick else (100, 647, 813)
+        peak = _python(_PEAK_CODE.format(shape=shape))
+        _python(_FIRST_CALL_CODE)
+        first = _python(_FIRST_CALL_CODE)
+        extras = {"dense_peak_over_output": peak["delta_kib"] * 1024 / peak["out_bytes"], **first}
+        print(f"dense peak memory / output (random model): {extras['dense_peak_over_output']:.2f}x (target <= 1.5x)")
+        print(f"fresh process: import {first['import_s']:.2f} s, first dense {first['first_dense_s']:.2f} s, first knn "
+              f"calls {first['first_knn_s']:.2f} s, numba cache misses {first['cache_misses']}")
+    print(f"threads {new['threads'] if results else '-'}, load average {load:.1f} (shared machine: compare ratios)")
+    print(json.dumps({"results": results, "extras": extras, "load_avg_1min": load}))
     return 0
 
 

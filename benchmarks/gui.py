@@ -12,12 +12,15 @@
    other in the same run (default 1280 x 800, then 1700 x 1300; with software
    OpenGL every redraw composes the whole window, so its cost grows with the
    area: napari's own default window, with fresh settings, is 1089 x 630).
-2. Slice change -> decoded region on screen: the sample ``.vmg`` opened in a
-   1024 x 1024 canvas showing a whole 256 x 256 slice; for each slice change,
-   the time from ``dims.set_current_step`` until the layer holds the new slice,
-   the canvas has drawn it and Qt has composed that frame into the window (the
-   event-loop turn after the draw; with software OpenGL the composition of a
-   large window takes longer than vispy's draw). Target: <= 200 ms.
+2. Slice change -> decoded region on screen, in a 1024 x 1024 canvas: the
+   sample ``.vmg`` with a whole 256 x 256 slice filling the canvas, and (when
+   ``benchmarks/_trained.py`` has it cached) the default preset's model of
+   ``cellfinder_stp_signal.tif`` at one voxel per pixel (1024 x 627 of its
+   1116 x 627 slices visible); for each of 12 slice changes, the time from
+   ``dims.set_current_step`` until the layer holds the new slice, the canvas
+   has drawn it and Qt has composed that frame into the window (the event-loop
+   turn after the draw; with software OpenGL the composition of a large
+   window takes longer than vispy's draw). Target: max <= 150 ms.
 
 Timings on a shared 2-core CPU are noisy; the script prints medians and maxima.
 It uses napari's private canvas (draw event, canvas size) only to time the screen.
@@ -250,7 +253,9 @@ def redraw_floor(app, layer, n=12):
     return gaps
 
 
-def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int):
+def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int, zoom: float | None = None):
+    """Slice changes of ``vmg`` in a 1024 x 1024 canvas; ``zoom``: screen pixels per voxel (None: the slice
+    fills the canvas)."""
     import napari
 
     viewer = napari.Viewer(show=True)
@@ -265,7 +270,9 @@ def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int)
     browser = widget.browser
     gv = browser.gv
     viewer.reset_view()
-    viewer.scene.camera.zoom = 1024 / max(gv.shape[1:]) / max(browser.base_scale[1:])  # slice fills the canvas
+    if zoom is None:
+        zoom = 1024 / max(gv.shape[1:])  # the slice fills the canvas
+    viewer.scene.camera.zoom = zoom / max(browser.base_scale[1:])
     _pump(app, 1.0)
     while browser.busy:
         _pump(app, 0.05)
@@ -305,22 +312,39 @@ def bench_slice_to_screen(app, vmg: Path, evaluator: str, k: int, n_slices: int)
         times.append((frames[-1] - t0) * 1000 if frames and frames[-1] >= started else float("nan"))
         decode_ms.append(last.seconds * 1000)
     g = browser.last.request.grid
-    kk = f", K={k}" if evaluator == "knn" else ""
+    kk = f", K={k}" if evaluator in ("knn", "knn-centres") else ""
     print(
         f"slice -> screen ({evaluator}{kk}): canvas {h}x{w}, "
         f"decoded {g.shape[1]}x{g.shape[2]} voxels (step {g.step[1]}) of a {gv.n_gaussians}-Gaussian model; "
         f"frame on screen: median {statistics.median(times):.0f} ms, max {max(times):.0f} ms over {len(times)} slices "
         f"(its draw began at a median {statistics.median(drawn):.0f} ms; decode median "
-        f"{statistics.median(decode_ms):.0f} ms) "
-        f"({'OK' if statistics.median(times) <= 200 else 'OVER'} target 200 ms)"
+        f"{statistics.median(decode_ms):.0f} ms, max {max(decode_ms):.0f} ms) "
+        f"({'OK' if max(times) <= 150 else 'OVER'} target: max 150 ms)"
     )
     viewer.close()
     return times
 
 
+def _default_views():
+    """The sample filling the canvas, and the cached cellfinder model at one voxel per pixel."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _trained
+
+    views = [(DATA / "purkinje_sample.vmg", None)]
+    try:
+        views.append((_trained.model_path("cellfinder_stp_signal@0.073", stale_ok=True, train=False), 1.0))
+    except FileNotFoundError as exc:
+        print(f"no cellfinder model: {exc}")
+    return views
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vmg", type=Path, default=DATA / "purkinje_sample.vmg")
+    ap.add_argument("--vmg", type=Path, nargs="+", help="models to browse (default: the sample, and the cellfinder "
+                    "model at one voxel per pixel if benchmarks/_trained.py has it cached)")
+    ap.add_argument("--evaluators", nargs="+", default=["knn", "dense"], help="evaluators timed (K=32)")
     ap.add_argument("--train-seconds", type=float, default=60.0)
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--crop", action="store_true", help="train on a 50x128x128 crop (faster)")
@@ -345,8 +369,10 @@ def main(argv=None):
 
     app = get_qapp()
     assert isinstance(app, QApplication)
-    for ev, k in () if args.skip_slices else (("knn", 32), ("dense", 32)):
-        bench_slice_to_screen(app, args.vmg, ev, k, args.slices)
+    views = [(p, None) for p in args.vmg] if args.vmg else _default_views()
+    for vmg, zoom in () if args.skip_slices else views:
+        for ev in args.evaluators:
+            bench_slice_to_screen(app, vmg, ev, 32, args.slices, zoom)
     if not args.skip_training:
         windows = [tuple(int(v) for v in w.lower().split("x")) for w in args.train_window.split(",")]
         results = {}

@@ -727,25 +727,27 @@ def splat_decode(g, ptr, idx, start, step, k, field, fz0, fzw, fy0, fyw, fx0, fx
         st = stats[c]
         st[STAT_LO] = np.inf
         st[STAT_HI] = -np.inf
-        buf = np.empty((1, band, nx), np.float64)
-        cnt = np.zeros((band, nx + 1) if k > 0 else (0, 0), np.int32)
+        full = np.empty((1, band, nx), np.float64)
+        full_cnt = np.zeros((band, nx + 1) if k > 0 else (0, 0), np.int32)
         for item in range(c, nitems, nchunks):
             iz = item // nbands
             y0 = (item % nbands) * band
             h = min(band, ny - y0)
+            # whole (C-contiguous) buffers, so the loops over them vectorise
+            buf = full if h == band else np.empty((1, h, nx), np.float64)
+            cnt = full_cnt if (h == band or k <= 0) else np.empty((h, nx + 1), np.int32)
             zc = sz + iz * stz
             yc = sy + y0 * sty
             plane = buf[0]
-            plane[:h] = 0.0
+            plane[:] = 0.0
             if k > 0:
-                cnt[:h] = 0
+                cnt[:] = 0
             for j in range(ptr[iz], ptr[iz + 1]):
                 splat_plane(plane, idx[j], g, zc, yc, sty, sx, stx, 0, h - 1, 0, nx - 1, cnt)
             if k > 0:
                 coverage_rows(cnt, h)
-                keep_top_k(plane[:h], cnt[:h], k, g, idx, ptr[iz], ptr[iz + 1], zc, yc, sty, sx, stx, st)
-            _finish_block(buf[:, :h], iz, y0, 0, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi,
-                          out)
+                keep_top_k(plane, cnt, k, g, idx, ptr[iz], ptr[iz + 1], zc, yc, sty, sx, stx, st)
+            _finish_block(buf, iz, y0, 0, field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out)
     total = np.zeros(5, np.float64)
     total[STAT_LO] = np.inf
     total[STAT_HI] = -np.inf
