@@ -43,10 +43,11 @@ def register(subparsers) -> None:
     parser.add_argument("original", help="original volume (.tif, .tiff or .npy), 3D ZYX")
     parser.add_argument("model", help="compressed model (.vmg)")
     parser.add_argument(
-        "--evaluator", default="dense", choices=("dense", "knn", "reference"),
+        "--evaluator", default="dense", choices=("dense", "knn", "knn-centres", "reference"),
         help="decoder used for the whole volume (default: dense, exact within 3 sigma)",
     )
-    parser.add_argument("--k", type=int, default=32, help="neighbours for --evaluator knn (default: 32)")
+    parser.add_argument("--k", type=int, default=32,
+                        help="Gaussians per voxel for --evaluator knn or knn-centres (default: 32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.set_defaults(func=run)
 
