@@ -159,19 +159,29 @@ def bin_boxes(g, sel, origin, cell, ncell):
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def select_in_box(g, lo, hi):
-    """Indices of the Gaussians whose 3-sigma box meets the box ``[lo, hi]`` (coords, ZYX)."""
+def boxes(g):
+    """(N, 6) float64: each Gaussian's 3-sigma box ``lo_z, lo_y, lo_x, hi_z, hi_y, hi_x``, widened by a
+    relative 1e-9 so a box test is conservative (callers apply the exact cutoff)."""
     n = g.shape[0]
-    keep = np.empty(n, np.int64)
-    m = 0
+    out = np.empty((n, 6), np.float64)
     for i in range(n):
-        ok = True
         for a in range(3):
             c = g[i, CZ + a]
             e = g[i, EZ + a] + 1e-9 * (abs(c) + g[i, EZ + a] + 1.0)
-            if c + e < lo[a] or c - e > hi[a]:
-                ok = False
-        if ok:
+            out[i, a] = c - e
+            out[i, 3 + a] = c + e
+    return out
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def select_in_box(box, lo, hi):
+    """Indices of the Gaussians whose box (rows of ``boxes``) meets the box ``[lo, hi]`` (coords, ZYX)."""
+    n = box.shape[0]
+    keep = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        if (box[i, 3] >= lo[0] and box[i, 0] <= hi[0] and box[i, 4] >= lo[1] and box[i, 1] <= hi[1]
+                and box[i, 5] >= lo[2] and box[i, 2] <= hi[2]):
             keep[m] = i
             m += 1
     return keep[:m]

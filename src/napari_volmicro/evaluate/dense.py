@@ -35,8 +35,19 @@ _KERNEL_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.uint8, np.uin
 _MAX_CELLS = 4_000_000
 
 
-#: Prepared tables of live models, by ``id`` (entries leave when the model is collected).
-_prepared: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+#: Prepared tables and boxes of live models, by ``id`` (entries leave when the model is collected).
+_prepared: dict[int, tuple[weakref.ref, np.ndarray, np.ndarray]] = {}
+
+
+def _tables(gv) -> tuple[np.ndarray, np.ndarray]:
+    key = id(gv)
+    hit = _prepared.get(key)
+    if hit is not None and hit[0]() is gv:
+        return hit[1], hit[2]
+    g = K.prepare(gv.centers, gv.scales, gv.quaternions, gv.amplitudes)
+    b = K.boxes(g)
+    _prepared[key] = (weakref.ref(gv, lambda _ref, key=key: _prepared.pop(key, None)), g, b)
+    return g, b
 
 
 def prepared(gv) -> np.ndarray:
@@ -47,13 +58,12 @@ def prepared(gv) -> np.ndarray:
     shared: callers must not modify it (it stays writeable only because numba
     compiles read-only arrays as a separate type).
     """
-    key = id(gv)
-    hit = _prepared.get(key)
-    if hit is not None and hit[0]() is gv:
-        return hit[1]
-    g = K.prepare(gv.centers, gv.scales, gv.quaternions, gv.amplitudes)
-    _prepared[key] = (weakref.ref(gv, lambda _ref, key=key: _prepared.pop(key, None)), g)
-    return g
+    return _tables(gv)[0]
+
+
+def select_in_box(gv, lo, hi) -> np.ndarray:
+    """Indices (int64) of ``gv``'s Gaussians whose 3-sigma box meets ``[lo, hi]`` (voxel coordinates, ZYX)."""
+    return K.select_in_box(_tables(gv)[1], np.asarray(lo, np.float64), np.asarray(hi, np.float64))
 
 
 def background_weights(gv, grid):
@@ -88,7 +98,7 @@ def decode_into(gv, grid, out, offset=0.0, scale=1.0, is_int=False, lo=-np.inf, 
     start = np.asarray(grid.start, np.int64)
     step = np.asarray(grid.step, np.int64)
     last = np.asarray(grid.last, np.float64)
-    sel = K.select_in_box(g, start.astype(np.float64), last)
+    sel = select_in_box(gv, start, last)
     # Visit Gaussians in y order within each plane (better cache use of the plane buffer).
     sel = sel[np.argsort(g[sel, K.CY], kind="stable")]
     ptr, idx = K.plane_lists(g, sel, float(start[0]), float(step[0]), out.shape[0])

@@ -57,7 +57,7 @@ import numpy as np
 from . import _centres_kernels as KC
 from . import _kernels as K
 from .base import DecodeLoss, Evaluator, add_background_points, block_peak
-from .dense import _KERNEL_DTYPES, PointLookup, background_weights, decode_into, prepared
+from .dense import _KERNEL_DTYPES, PointLookup, background_weights, decode_into, prepared, select_in_box
 
 #: Tile edge (output voxels) of the region decoder.
 TILE = 8
@@ -301,7 +301,7 @@ def knn_decode_into(gv, grid, out, k, offset=0.0, scale=1.0, is_int=False, lo=-n
     start = np.asarray(grid.start, np.int64)
     step = np.asarray(grid.step, np.int64)
     startf = start.astype(np.float64)
-    sel = K.select_in_box(g, startf, np.asarray(grid.last, np.float64))
+    sel = select_in_box(gv, startf, grid.last)
     shape = np.asarray(out.shape, np.int64)
     tile = tile_edge(out.shape)
     ntile = (shape + tile - 1) // tile
