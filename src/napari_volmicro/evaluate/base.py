@@ -59,8 +59,6 @@ class Evaluator(ABC):
     """
 
     name: str = "?"
-    #: Whether every decode equals the exact sum (dense, reference) or may drop terms (KNN rules).
-    exact: bool = True
 
     @abstractmethod
     def evaluate_model(self, gv: GaussianVolume, points: np.ndarray, k: int) -> np.ndarray:

@@ -61,7 +61,6 @@ def _loss(stats: np.ndarray, gv, block: np.ndarray) -> DecodeLoss:
 
 class KnnEvaluator(Evaluator):
     name = "knn"
-    exact = False
 
     def evaluate_model(self, gv, points, k):
         points = np.ascontiguousarray(points, np.float64)

@@ -334,7 +334,6 @@ def knn_decode_into(gv, grid, out, k, offset=0.0, scale=1.0, is_int=False, lo=-n
 
 class KnnCentresEvaluator(Evaluator):
     name = "knn-centres"
-    exact = False
 
     def evaluate_model(self, gv, points, k):
         points = np.ascontiguousarray(points, np.float64)
