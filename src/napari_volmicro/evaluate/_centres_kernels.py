@@ -204,7 +204,7 @@ def knn_tiles(
     g, tiles, tsize, start, step, ptr, idx, rlo, rup, cstart, cend, cidx, cdist, k,
     field, fz0, fzw, fy0, fyw, fx0, fxw, offset, scale, is_int, lo, hi, out, undecided,
 ):
-    """K-nearest 3-sigma sum on the listed tiles of ``out`` (nz, ny, nx), converted like ``dense_decode``.
+    """K-nearest 3-sigma sum on the listed tiles of ``out`` (nz, ny, nx), converted like ``splat_decode``.
 
     Tile ``q`` (C order over the tile grid) covers output indices
     ``tsize * (tz, ty, tx) + [0, tsize)`` (cut by the region's end);
