@@ -10,6 +10,7 @@ import pytest
 
 from napari_volmicro import container
 from napari_volmicro.cli import main
+from napari_volmicro.evaluate import DEFAULT_K
 from napari_volmicro.intensity import IntensityMapping
 from napari_volmicro.synthetic import random_volume
 from napari_volmicro.volume_io import read_volume
@@ -51,7 +52,7 @@ def test_decode_whole_volume_to_tiff_and_npy(vmg, tmp_path, capsys):
     assert "MVox/s" in text
     rec = last_json(text)
     assert rec["path"] == str(out) and rec["shape"] == [12, 24, 20] and rec["dtype"] == "uint16"
-    assert rec["evaluator"] == "reference" and rec["k"] == 32 and rec["region"] == "0:12,0:24,0:20"
+    assert rec["evaluator"] == "reference" and rec["k"] == DEFAULT_K and rec["region"] == "0:12,0:24,0:20"
     assert rec["seconds"] > 0 and rec["mvox_per_s"] == pytest.approx(12 * 24 * 20 / 1e6 / rec["seconds"])
     arr, spacing = read_volume(out)
     np.testing.assert_array_equal(arr, want)

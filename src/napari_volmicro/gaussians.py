@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, VolmicroError
+from .evaluate import DEFAULT_K
 from .intensity import IntensityMapping
 from .region import RegionGrid, normalize_region
 
@@ -237,7 +238,7 @@ class GaussianVolume:
         (``container.LazyGaussianVolume``) returns only the Gaussians of the bricks that reach it."""
         return self
 
-    def decode(self, region=None, evaluator: str = "dense", k: int = 32, layers: str | None = None) -> np.ndarray:
+    def decode(self, region=None, evaluator: str = "dense", k: int = DEFAULT_K, layers: str | None = None) -> np.ndarray:
         """Decode ``region`` (three slices, ZYX voxel indices; None = whole volume).
 
         Returns an array of the region's shape in the original units and dtype.
@@ -253,7 +254,7 @@ class GaussianVolume:
         """
         return self.decode_measured(region, evaluator, k, measure=False, layers=layers)[0]
 
-    def decode_measured(self, region=None, evaluator: str = "dense", k: int = 32, *, measure: bool = True,
+    def decode_measured(self, region=None, evaluator: str = "dense", k: int = DEFAULT_K, *, measure: bool = True,
                         layers: str | None = None):
         """Like ``decode``, and how the result differs from the exact decode of the region
         (``evaluate.DecodeLoss``; None when ``measure`` is False). The one region-decode path."""
@@ -270,7 +271,7 @@ class GaussianVolume:
             return decode_with_layer(model, layer, ev, grid, k, measure)
         return ev.decode_measured(model, grid, k) if measure else (ev.decode(model, grid, k), None)
 
-    def decode_model(self, region=None, evaluator: str = "dense", k: int = 32) -> np.ndarray:
+    def decode_model(self, region=None, evaluator: str = "dense", k: int = DEFAULT_K) -> np.ndarray:
         """Like ``decode`` but returns float32 model values (no intensity mapping)."""
         from .evaluate import get_evaluator
 
@@ -279,7 +280,7 @@ class GaussianVolume:
         k = _check_k(k)
         return ev.decode_model(self.region_model(grid.slices), grid, k)
 
-    def evaluate(self, points, evaluator: str = "knn", k: int = 32) -> np.ndarray:
+    def evaluate(self, points, evaluator: str = "knn", k: int = DEFAULT_K) -> np.ndarray:
         """Values at arbitrary (M, 3) voxel coordinates (ZYX), in original units.
 
         ``evaluator`` and ``k`` as for ``decode``. Returns float64 ``offset + scale * model``

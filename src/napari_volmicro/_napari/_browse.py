@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import VolmicroError
-from ..evaluate import DESCRIPTIONS
+from ..evaluate import DEFAULT_K, DESCRIPTIONS
 from ..region import parse_roi
 from ._layers import BASE_KEY, MODEL_KEY, same_layer
 from ._region_browser import EVALUATORS, RegionBrowser, describe_loss, describe_region
@@ -51,7 +51,7 @@ class BrowseWidget(QWidget):
             self.evaluator_combo.setItemData(i, DESCRIPTIONS[name], Qt.ItemDataRole.ToolTipRole)
         self.k_spin = QSpinBox()
         self.k_spin.setRange(1, 512)
-        self.k_spin.setValue(32)
+        self.k_spin.setValue(DEFAULT_K)
         self.box_edit = QLineEdit()
         self.box_edit.setPlaceholderText("whole volume, e.g. 0:50,64:192,64:192")
         self.max_voxels_spin = QDoubleSpinBox()

@@ -29,13 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..evaluate import DEFAULT_K
 from ..evaluate.base import DecodeLoss
 from ..region import RegionGrid, full_grid
 from ._layers import AUTO_CONTRAST_KEY, BASE_KEY, MODEL_KEY, contrast_from_block, same_layer
 from ._view_region import placement, strided_box, visible_region
 
 #: What the Browse widget offers, default first: ``knn`` is the exact decode wherever at most K
-#: Gaussians reach a voxel (within 0.1 dB of it on the trained models measured at K = 32).
+#: Gaussians reach a voxel (within 0.1 dB of it on the trained models measured, at ``DEFAULT_K``).
 EVALUATORS = ("knn", "dense", "knn-centres", "reference")
 
 
@@ -84,7 +85,7 @@ class RegionBrowser:
         layer,
         *,
         evaluator: str = "knn",
-        k: int = 32,
+        k: int = DEFAULT_K,
         debounce_ms: int = 120,
         max_voxels_3d: int = 4_000_000,
         box: RegionGrid | None = None,

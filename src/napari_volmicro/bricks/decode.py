@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..evaluate import DEFAULT_K
 
 DEFAULT_CHUNKS = (64, 256, 256)
 
 
-def decode_region(path, region=None, *, evaluator: str = "dense", k: int = 32, vmg=None) -> np.ndarray:
+def decode_region(path, region=None, *, evaluator: str = "dense", k: int = DEFAULT_K, vmg=None) -> np.ndarray:
     """Decode ``region`` of the ``.vmg`` at ``path`` reading only the bricks that reach it
     (``evaluator`` and ``k`` as for ``GaussianVolume.decode``; ``vmg``: the file already open)."""
     from ..container import VmgFile
@@ -74,7 +75,7 @@ def _chunks(chunks, shape) -> tuple[int, int, int]:
     return tuple(min(a, n) for a, n in zip(c, shape))
 
 
-def decode_to_zarr(path, zarr_path, *, chunks=DEFAULT_CHUNKS, evaluator: str = "dense", k: int = 32,
+def decode_to_zarr(path, zarr_path, *, chunks=DEFAULT_CHUNKS, evaluator: str = "dense", k: int = DEFAULT_K,
                    progress: Callable[[int, int], object] | None = None) -> dict:
     """Decode the whole ``.vmg`` at ``path`` into an OME-Zarr at ``zarr_path``; returns a summary dict
     (shape, chunks, bytes_read, chunks written). Each chunk through ``decode_region`` (``evaluator``,

@@ -33,7 +33,7 @@ examples:
 
 
 def register(subparsers) -> None:
-    from ..evaluate import EVALUATORS
+    from ..evaluate import DEFAULT_K, EVALUATORS
 
     p = subparsers.add_parser(
         "decode",
@@ -63,8 +63,8 @@ def register(subparsers) -> None:
         "each voxel (exact where at most K reach it); knn-centres: the paper's K nearest centres (loses dB on "
         "trained models); reference: brute force, slow",
     )
-    p.add_argument("--k", type=int, default=32,
-                   help="Gaussians per voxel for --evaluator knn or knn-centres (default 32)")
+    p.add_argument("--k", type=int, default=DEFAULT_K,
+                   help=f"Gaussians per voxel for --evaluator knn or knn-centres (default {DEFAULT_K})")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
 

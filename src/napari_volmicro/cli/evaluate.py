@@ -17,6 +17,7 @@ import os
 import time
 
 from ..errors import InputError
+from ..evaluate import DEFAULT_K
 
 EXAMPLES = """\
 examples:
@@ -46,13 +47,13 @@ def register(subparsers) -> None:
         "--evaluator", default="dense", choices=("dense", "knn", "knn-centres", "reference"),
         help="decoder used for the whole volume (default: dense, exact within 3 sigma)",
     )
-    parser.add_argument("--k", type=int, default=32,
-                        help="Gaussians per voxel for --evaluator knn or knn-centres (default: 32)")
+    parser.add_argument("--k", type=int, default=DEFAULT_K,
+                        help=f"Gaussians per voxel for --evaluator knn or knn-centres (default: {DEFAULT_K})")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.set_defaults(func=run)
 
 
-def evaluate_files(original_path, model_path, evaluator: str = "dense", k: int = 32) -> dict:
+def evaluate_files(original_path, model_path, evaluator: str = "dense", k: int = DEFAULT_K) -> dict:
     """Decode ``model_path`` and compare it with ``original_path``; returns the report dict."""
     from .. import load, metrics
     from ..volume_io import check_volume, read_volume

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluate import DEFAULT_K
 from ..gaussians import GaussianVolume, check_points
 from ..region import normalize_region
 from .reader import VmgFile
@@ -111,7 +112,7 @@ class LazyGaussianVolume(GaussianVolume):
         grid = normalize_region(region, self.shape)
         return self.vmg.load_region(grid)
 
-    def evaluate(self, points, evaluator: str = "knn", k: int = 32) -> np.ndarray:
+    def evaluate(self, points, evaluator: str = "knn", k: int = DEFAULT_K) -> np.ndarray:
         """Values at (M, 3) voxel coordinates (ZYX), reading the bricks that reach the points'
         bounding box (see ``GaussianVolume.evaluate``)."""
         pts = check_points(points)
