@@ -35,19 +35,33 @@ _KERNEL_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.uint8, np.uin
 _MAX_CELLS = 4_000_000
 
 
-#: Prepared tables and boxes of live models, by ``id`` (entries leave when the model is collected).
-_prepared: dict[int, tuple[weakref.ref, np.ndarray, np.ndarray]] = {}
+#: Per live model, by ``id`` (entries leave when the model is collected): its prepared table, its
+#: boxes and, once points were asked for, its ``PointLookup``.
+_prepared: dict[int, list] = {}
 
 
-def _tables(gv) -> tuple[np.ndarray, np.ndarray]:
+def _entry(gv) -> list:
     key = id(gv)
     hit = _prepared.get(key)
     if hit is not None and hit[0]() is gv:
-        return hit[1], hit[2]
+        return hit
     g = K.prepare(gv.centers, gv.scales, gv.quaternions, gv.amplitudes)
-    b = K.boxes(g)
-    _prepared[key] = (weakref.ref(gv, lambda _ref, key=key: _prepared.pop(key, None)), g, b)
-    return g, b
+    entry = [weakref.ref(gv, lambda _ref, key=key: _prepared.pop(key, None)), g, K.boxes(g), None]
+    _prepared[key] = entry
+    return entry
+
+
+def _tables(gv) -> tuple[np.ndarray, np.ndarray]:
+    entry = _entry(gv)
+    return entry[1], entry[2]
+
+
+def point_lookup(gv) -> PointLookup:
+    """``gv``'s Gaussians binned for point queries (built on first use, then cached with the model)."""
+    entry = _entry(gv)
+    if entry[3] is None:
+        entry[3] = PointLookup(entry[1])
+    return entry[3]
 
 
 def prepared(gv) -> np.ndarray:
@@ -148,7 +162,7 @@ class DenseEvaluator(Evaluator):
 
     def evaluate_model(self, gv, points, k):
         points = np.ascontiguousarray(points, np.float64)
-        vals = PointLookup(prepared(gv)).sum(points)
+        vals = point_lookup(gv).sum(points)
         return add_background_points(gv, points, vals).astype(np.float32)
 
     def decode_model(self, gv, grid, k):

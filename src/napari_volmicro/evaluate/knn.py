@@ -43,12 +43,12 @@ import numpy as np
 
 from . import _kernels as K
 from .base import DecodeLoss, Evaluator, add_background_points, block_peak
-from .dense import _KERNEL_DTYPES, PointLookup, decode_into, prepared
+from .dense import _KERNEL_DTYPES, decode_into, point_lookup
 
 
 def top_k_points(gv, points: np.ndarray, k: int) -> np.ndarray:
     """The rule's Gaussian sum (float64, model units, no background) at (M, 3) float64 points."""
-    return PointLookup(prepared(gv)).sum(points, k)
+    return point_lookup(gv).sum(points, k)
 
 
 def _loss(stats: np.ndarray, gv, block: np.ndarray) -> DecodeLoss:
