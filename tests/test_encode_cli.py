@@ -32,7 +32,7 @@ def test_compress_json(tmp_path):
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(rep) == {"output", "n_gaussians", "file_bytes", "bpp", "ratio", "psnr_full", "psnr_fg", "ssim3d",
-                        "encode_seconds", "steps", "warnings"}
+                        "encode_seconds", "steps", "warnings", "residual_bytes", "max_error"}
     assert rep["warnings"] == []
     assert out.stat().st_size == rep["file_bytes"]
     assert rep["bpp"] <= 0.3 and rep["steps"] == 30

@@ -136,6 +136,12 @@ def test_context_kernels_match_definitions(nuclei_crop):
         assert np.array_equal(K.phase_contexts(ps, q, odd), _phase_contexts_reference(ps, q, odd))
         for z in range(q.shape[0]):
             assert np.array_equal(K.slice_contexts(q, z, odd), correction.slice_contexts_reference(q, z, odd))
+    for n in (0, 1, 500):
+        cx = rng.integers(0, contexts.N_CTX, n)
+        ent = rng.integers(0, entropy.CODEBOOK_SIZE, contexts.N_CTX)
+        ent[3] = ent[5]  # two contexts sharing an entry form one group
+        for got, want in zip(entropy._groups(cx, ent), entropy._groups_reference(cx, ent)):
+            assert np.array_equal(got, want)
     # the compiled counting pass is the coder's counting, on a real block
     c = wavelet.forward(nuclei_crop - nuclei_crop.mean(), 4)
     for step in (10.0, 60.0, 400.0):

@@ -32,13 +32,14 @@ from ..evaluate import DEFAULT_K
 DEFAULT_CHUNKS = (64, 256, 256)
 
 
-def decode_region(path, region=None, *, evaluator: str = "dense", k: int = DEFAULT_K, vmg=None) -> np.ndarray:
+def decode_region(path, region=None, *, evaluator: str = "dense", k: int = DEFAULT_K, vmg=None,
+                  layers: str | None = None) -> np.ndarray:
     """Decode ``region`` of the ``.vmg`` at ``path`` reading only the bricks that reach it
-    (``evaluator`` and ``k`` as for ``GaussianVolume.decode``; ``vmg``: the file already open)."""
+    (``evaluator``, ``k`` and ``layers`` as for ``GaussianVolume.decode``; ``vmg``: the file already open)."""
     from ..container import VmgFile
     from ..container.lazy import LazyGaussianVolume
 
-    return LazyGaussianVolume(vmg or VmgFile(path)).decode(region, evaluator=evaluator, k=k)
+    return LazyGaussianVolume(vmg or VmgFile(path)).decode(region, evaluator=evaluator, k=k, layers=layers)
 
 
 def check_bricks(path) -> dict:
@@ -76,7 +77,7 @@ def _chunks(chunks, shape) -> tuple[int, int, int]:
 
 
 def decode_to_zarr(path, zarr_path, *, chunks=DEFAULT_CHUNKS, evaluator: str = "dense", k: int = DEFAULT_K,
-                   progress: Callable[[int, int], object] | None = None) -> dict:
+                   progress: Callable[[int, int], object] | None = None, layers: str | None = None) -> dict:
     """Decode the whole ``.vmg`` at ``path`` into an OME-Zarr at ``zarr_path``; returns a summary dict
     (shape, chunks, bytes_read, chunks written). Each chunk through ``decode_region`` (``evaluator``,
     ``k``). ``progress(done, total)`` after each chunk."""
@@ -111,7 +112,7 @@ def decode_to_zarr(path, zarr_path, *, chunks=DEFAULT_CHUNKS, evaluator: str = "
         for done, (z, y, x) in enumerate(itertools.product(*starts)):
             sl = (slice(z, min(z + ch[0], shape[0])), slice(y, min(y + ch[1], shape[1])),
                   slice(x, min(x + ch[2], shape[2])))
-            arr[sl] = decode_region(path, sl, evaluator=evaluator, k=k, vmg=vmg)
+            arr[sl] = decode_region(path, sl, evaluator=evaluator, k=k, vmg=vmg, layers=layers)
             if progress is not None:
                 progress(done + 1, total)
         if out.exists():

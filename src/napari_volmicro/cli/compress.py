@@ -56,6 +56,16 @@ def register(subparsers) -> None:
     budget.add_argument("--ratio", type=float,
                         help="size budget as compression ratio, original bytes / file bytes (e.g. 200)")
     budget.add_argument("--gaussians", type=int, help="size budget as a number of Gaussians")
+    p.add_argument(
+        "--max-error", metavar="E",
+        help="error-bounded archive: every voxel decodes within E of the original, E in grey levels (e.g. 2) "
+        "or in units of the estimated noise (e.g. 1.5sigma); --bpp/--ratio then set the Gaussians' budget",
+    )
+    p.add_argument(
+        "--layers", choices=("all", "base"), default="all",
+        help="all (default): Gaussians plus an enhancement layer for what they miss, splitting the budget; "
+        "base: spend the whole budget on Gaussians",
+    )
     p.add_argument("--force", action="store_true",
                    help="compress even when the budget allows a file larger than the input")
     p.add_argument("--preset", default="default", choices=("default", "paper"), help="training preset (default: default)")
@@ -132,7 +142,7 @@ def _bytes_for_gaussians(n: int, shape) -> int:
     return hi
 
 
-def _describe_input(path, header, volume, trainer, device: str) -> str:
+def _describe_input(path, header, volume, trainer, device: str, how=None) -> str:
     from ._text import dims_text, format_bytes
 
     sz, sy, sx = header.spacing
@@ -142,6 +152,10 @@ def _describe_input(path, header, volume, trainer, device: str) -> str:
         spacing = f"{sz:g} x {sy:g} x {sx:g} (ZYX, um, from the {header.spacing_source})"
     budget = (f"{format_bytes(trainer.budget_bytes)}, up to {trainer.n_budget:,} Gaussians"
               if trainer.budget_bytes is not None else f"{trainer.n_budget:,} Gaussians")
+    if how is not None and how.total_bytes is not None:
+        budget = f"{format_bytes(how.total_bytes)} in all; Gaussians: {budget}, the enhancement layer the rest"
+    elif how is not None and how.max_error is not None:
+        budget = f"Gaussians: {budget}, then an enhancement layer for a maximum error of {how.max_error:.4g}"
     return (f"input: {path}: {dims_text(volume.shape)} voxels (ZYX), {volume.dtype}, {format_bytes(volume.nbytes)}\n"
             f"voxel size: {spacing}\n"
             f"budget: {budget}; {trainer.total_steps} steps on {device} "
@@ -162,8 +176,10 @@ def degenerate_warnings(report: dict, flat_db: float) -> list[str]:
 
 def compress_file(input_path, output_path, *, bpp=None, ratio=None, gaussians=None, preset="default",
                   steps=None, seed=0, device="auto", progress=True, force=False, verbose=False,
-                  **options) -> dict:
+                  max_error=None, layers="all", **options) -> dict:
     """Compress ``input_path`` into ``output_path``; returns the report dict (see module doc).
+
+    max_error / layers: see ``residual.hybrid.plan`` (the error-bounded mode; ``"base"``: Gaussians only).
 
     verbose: print what was found in the input and the budget (stderr) before training.
     The report's ``warnings`` lists why the model is degenerate, if it is.
@@ -172,6 +188,7 @@ def compress_file(input_path, output_path, *, bpp=None, ratio=None, gaussians=No
     from ..atomic import atomic_path
     from ..container import save
     from ..encode import Trainer
+    from ..residual import hybrid
     from ..volume_io import check_fits_memory, check_shape, check_volume, read_volume, volume_header
     from ._checks import check_output, check_volume_input
 
@@ -187,20 +204,27 @@ def compress_file(input_path, output_path, *, bpp=None, ratio=None, gaussians=No
     volume = check_volume(array, source=str(input_path))
     del array
     with deferred_interrupt() as interrupt:  # Ctrl-C / SIGTERM end at a safe point, never inside compiled code
-        trainer = Trainer(volume, spacing, bpp=bpp, ratio=ratio, gaussians=gaussians, preset=preset,
-                          steps=steps, seed=seed, device=device, **options)
-        check_budget(trainer.budget_bytes, trainer.n_budget, volume.shape, volume.nbytes, force)
+        how = hybrid.plan(volume, bpp=bpp, ratio=ratio, gaussians=gaussians, max_error=max_error,
+                          enhance=layers != "base")
+        trainer = Trainer(volume, spacing, **how.base, preset=preset, steps=steps, seed=seed, device=device,
+                          **options)
+        check_budget(how.total_bytes or trainer.budget_bytes, trainer.n_budget, volume.shape, volume.nbytes, force)
         if verbose:
             from ..encode.trainer import resolve_device
 
             used = resolve_device(device) if device == "auto" else device
-            print(_describe_input(input_path, header, volume, trainer, used), file=sys.stderr, flush=True)
+            print(_describe_input(input_path, header, volume, trainer, used, how), file=sys.stderr, flush=True)
         signal_point("before-training")
         interrupt.check()
         snap, seconds = run_with_progress(trainer, enabled=progress, interrupt=interrupt)
         signal_point("after-training")
         interrupt.check()
         gv = trainer.result
+        if how.layered:
+            t_layer = time.perf_counter()
+            gv = hybrid.complete(volume, gv, how)
+            seconds += time.perf_counter() - t_layer
+            interrupt.check()
         try:
             with atomic_path(out) as tmp:  # replaces OUT.vmg only when the block ends without an exception
                 save(gv, tmp)
@@ -221,6 +245,9 @@ def compress_file(input_path, output_path, *, bpp=None, ratio=None, gaussians=No
         print(f"the interrupt came after {out} was written; it is complete", file=sys.stderr)
     report.update(output=str(out), n_gaussians=int(stored.n_gaussians), encode_seconds=seconds,
                   steps=int(snap.step))
+    layer = getattr(stored, "residual", None)
+    report["residual_bytes"] = None if layer is None else int(layer.nbytes)
+    report["max_error"] = None if layer is None else layer.max_error
     report["warnings"] = degenerate_warnings(report, flat_db)
     report["psnr_flat"] = flat_db
     return report
@@ -233,23 +260,30 @@ def run(args) -> int:
     if getattr(args, "bricks", None):
         from .compress_bricked import run_bricked
 
+        if args.max_error is not None:
+            raise InputError("--max-error is not available with --bricks (bricked files hold Gaussians only)")
+
         return run_bricked(args)
 
     report = compress_file(
         args.input, args.output, bpp=args.bpp, ratio=args.ratio, gaussians=args.gaussians, preset=args.preset,
         steps=args.steps, seed=args.seed, device=args.device, progress=True, force=args.force, verbose=True,
-        **_options(args),
+        max_error=args.max_error, layers=args.layers, **_options(args),
     )
     print(f"wrote {report['output']}: {report['n_gaussians']:,} Gaussians, {format_bytes(report['file_bytes'])}, "
           f"{report['bpp']:.4f} bpp, ratio {ratio_text(report['ratio'])}")
     print(f"psnr_full {report['psnr_full']:.2f} dB  psnr_fg {report['psnr_fg']:.2f} dB  "
           f"ssim3d {report['ssim3d']:.4f}  encode {report['encode_seconds']:.1f} s ({report['steps']} steps)")
+    if report["residual_bytes"] is not None:
+        bound = report["max_error"]
+        print(f"enhancement layer: {format_bytes(report['residual_bytes'])}"
+              + (f"; every voxel within {bound:g} of the original" if bound is not None else ""))
     print(quality_guide(report["output"]))
     for text in report["warnings"]:
         warn("compress", text)
     if args.json:
         keys = ("output", "n_gaussians", "file_bytes", "bpp", "ratio", "psnr_full", "psnr_fg", "ssim3d",
-                "encode_seconds", "steps", "warnings")
+                "encode_seconds", "steps", "warnings", "residual_bytes", "max_error")
         print_json({k: (None if isinstance(report[k], float) and not math.isfinite(report[k]) else report[k])
                     for k in keys})
     return 0

@@ -65,6 +65,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--k", type=int, default=DEFAULT_K,
                    help=f"Gaussians per voxel for --evaluator knn or knn-centres (default {DEFAULT_K})")
+    p.add_argument(
+        "--layers", choices=("all", "base"), default=None,
+        help="all: the Gaussians plus the file's enhancement layer (the default when the file has one; needs "
+        "--evaluator dense or reference); base: the Gaussians alone",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
 
@@ -95,6 +100,25 @@ def _spacing_text(spacing) -> str:
     return " x ".join(f"{float(v):g}" for v in spacing) + " (ZYX)"
 
 
+def _layers(args, vmg) -> str:
+    """``--layers``, or its default: "all" when the file has an enhancement layer and the evaluator is
+    exact (a note on stderr when an approximate evaluator leaves the layer out), else "base"."""
+    from ..gaussians import EXACT_EVALUATORS
+    from . import warn
+
+    has_layer = vmg.section_range() is not None
+    if args.layers == "all" and has_layer and args.evaluator not in EXACT_EVALUATORS:
+        raise InputError(f"--layers all adds the enhancement layer to the exact sum of the Gaussians; "
+                         f"--evaluator {args.evaluator} is approximate: use --evaluator dense, or --layers base")
+    if args.layers is not None:
+        return args.layers
+    if has_layer and args.evaluator not in EXACT_EVALUATORS:
+        warn("decode", f"{args.input} has an enhancement layer, which needs --evaluator dense; decoding the "
+                       "Gaussians alone (--layers base)")
+        return "base"
+    return "all" if has_layer else "base"
+
+
 def _run_zarr(args, out: Path) -> int:
     """Whole volume to OME-Zarr, chunk by chunk (each chunk reads only the bricks that reach it)."""
     from ..bricks import decode_to_zarr
@@ -118,7 +142,8 @@ def _run_zarr(args, out: Path) -> int:
                 signal_point("decode-chunk")
             interrupt.check()
 
-        info = decode_to_zarr(args.input, out, evaluator=args.evaluator, k=args.k, progress=between_chunks)
+        info = decode_to_zarr(args.input, out, evaluator=args.evaluator, k=args.k, progress=between_chunks,
+                              layers=_layers(args, vmg))
     seconds = time.perf_counter() - t0
     shape_text = " x ".join(str(s) for s in info["shape"])
     print(f"decoded {shape_text} {info['dtype']} from {args.input} in {info['n_chunks']} chunks "
@@ -161,16 +186,19 @@ def run(args) -> int:
     hint = "decode a smaller region (--roi), or the whole volume chunk by chunk with -o OUT.zarr"
     check_memory(grid.size * (np.dtype(dtype).itemsize + DECODE_BYTES_PER_VOXEL), what, hint)
     check_disk(_nbytes(grid.shape, dtype), out, what, hint)
+    layers = _layers(args, vmg)
     if args.roi is None:
         gv = vmg.load()
     else:
         gv = vmg.load_region(grid)
+        if layers != "base" and vmg.residual_layer() is not None:
+            gv = gv.replace(residual=vmg.residual_layer())  # the layer reads only the blocks the region touches
         if not vmg.complete:
             warn("decode", f"{args.input} is truncated; the region needs only bricks before the cut, so it is "
                            "decoded exactly")
     with deferred_interrupt() as interrupt:  # nothing half-written: the output appears whole or not at all
         t0 = time.perf_counter()
-        array = gv.decode(grid.slices, evaluator=args.evaluator, k=args.k)
+        array = gv.decode(grid.slices, evaluator=args.evaluator, k=args.k, layers=layers)
         seconds = time.perf_counter() - t0
         mvox = grid.size / 1e6 / seconds if seconds > 0 else float("inf")
         signal_point("after-decode")
@@ -197,6 +225,7 @@ def run(args) -> int:
                 "region": region,
                 "evaluator": args.evaluator,
                 "k": args.k,
+                "layers": layers,
                 "n_gaussians": gv.n_gaussians,
                 "bytes_read": vmg.bytes_read,
                 "seconds": seconds,

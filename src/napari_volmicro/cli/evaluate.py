@@ -49,11 +49,16 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--k", type=int, default=DEFAULT_K,
                         help=f"Gaussians per voxel for --evaluator knn or knn-centres (default: {DEFAULT_K})")
+    parser.add_argument(
+        "--layers", choices=("all", "base"), default=None,
+        help="all: the Gaussians plus the file's enhancement layer (the default when it has one, with an exact "
+        "evaluator); base: the Gaussians alone",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.set_defaults(func=run)
 
 
-def evaluate_files(original_path, model_path, evaluator: str = "dense", k: int = DEFAULT_K) -> dict:
+def evaluate_files(original_path, model_path, evaluator: str = "dense", k: int = DEFAULT_K, layers: str | None = None) -> dict:
     """Decode ``model_path`` and compare it with ``original_path``; returns the report dict."""
     from .. import load, metrics
     from ..volume_io import check_volume, read_volume
@@ -70,9 +75,9 @@ def evaluate_files(original_path, model_path, evaluator: str = "dense", k: int =
             f"{original_path} of shape {tuple(original.shape)}; evaluate a model against the volume it was made from"
         )
     # warm-up on one slice: loads the evaluator and compiles its kernels outside the timing
-    gv.decode((slice(0, 1), slice(None), slice(None)), evaluator=evaluator, k=k)
+    gv.decode((slice(0, 1), slice(None), slice(None)), evaluator=evaluator, k=k, layers=layers)
     start = time.perf_counter()
-    recon = gv.decode(None, evaluator=evaluator, k=k)
+    recon = gv.decode(None, evaluator=evaluator, k=k, layers=layers)
     seconds = time.perf_counter() - start
     file_bytes = os.path.getsize(model_path)
     report = metrics.quality_report(original, recon, file_bytes=file_bytes)
@@ -113,7 +118,7 @@ def _format(key: str, value) -> str:
 def run(args) -> int:
     from . import print_json
 
-    report = evaluate_files(args.original, args.model, evaluator=args.evaluator, k=args.k)
+    report = evaluate_files(args.original, args.model, evaluator=args.evaluator, k=args.k, layers=args.layers)
     width = max(len(k) for k in REPORT_KEYS)
     print(f"{args.model} vs {args.original} (shape {tuple(report['shape'])}, evaluator {args.evaluator})")
     for key in REPORT_KEYS:

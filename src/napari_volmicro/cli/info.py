@@ -38,7 +38,23 @@ def run(args) -> int:
         f"size:          {info['bpp']:.4f} bits per voxel, ratio {ratio_text(info['ratio'])} against raw {info['dtype']}",
         "checksums:     ok",
     ]
+    layer = vmg.residual_layer()
+    if layer is not None:
+        info.update(layer.describe())
+        lines.insert(-1, "enhancement:   " + enhancement_text(info, format_bytes))
     print("\n".join(lines))
     if args.json:
         print_json(info)
     return 0
+
+
+def enhancement_text(info: dict, format_bytes) -> str:
+    """One line on the enhancement layer: its size, stages and, for an error-bounded file, the guarantee."""
+    stages = " + ".join(info["residual_stages"])
+    text = (f"{format_bytes(info['residual_bytes'])} in {info['residual_blocks']} blocks ({stages}); "
+            "decode adds it unless --layers base")
+    if info["max_error"] is not None:
+        sigma = f", {info['max_error'] / info['noise_sigma']:.2g} x the estimated noise" if info["noise_sigma"] else ""
+        text += (f"\n               error-bounded: every voxel decodes within {info['max_error']:g} of the original"
+                 f"{sigma} (margin {info['max_error_delta']:.2g} for decoders whose Gaussian sum differs)")
+    return text

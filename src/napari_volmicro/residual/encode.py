@@ -186,36 +186,44 @@ def _search(size, target: float, lo: float, hi: float, tol: float = 0.005):
     return best
 
 
+def search_bytes(tr: Transformed, nbytes: int, correction: int = 0) -> TransformState | None:
+    """The quantised transform stage whose estimated layer size (plus ``correction``) is at most
+    ``nbytes`` and within 0.5% of it (None if even the coarsest useful step is over)."""
+    spread = float(np.std(tr.residual)) or 1.0
+    sizes = tr.__dict__.setdefault("_sizes", {})  # step -> estimated bytes (states are not kept: memory)
+
+    def size(step):
+        if step not in sizes:
+            sizes[step] = tr.estimate_bytes(tr.quantize(step))
+        return step, sizes[step] + correction
+
+    found = _search(size, nbytes, spread * 1e-3, spread * 64.0)
+    return None if found is None else tr.quantize(found[0])
+
+
+def squared_error(tr: Transformed, state: TransformState) -> float:
+    """Sum of squared differences between the residual and what the transform stage rebuilds."""
+    return float(sum(np.sum((tr.residual[s] - tr.reconstruct(state, i)) ** 2) for i, s in enumerate(tr.slices)))
+
+
 def fit_bytes(residual: np.ndarray, nbytes: int, *, block=BLOCK, levels: int = LEVELS,
-              transformed: Transformed | None = None) -> ResidualLayer | None:
+              transformed: Transformed | None = None, state: TransformState | None = None) -> ResidualLayer | None:
     """The transform-stage layer of ``residual`` whose size is at most ``nbytes`` and within about 1% of
     it; None if even the coarsest useful step does not fit. The step is searched on the encoder's size
-    estimate, the layer encoded, and the search repeated once with the estimate corrected by what the
-    encoding measured (tables, range-coder words)."""
+    estimate (``search_bytes``; or ``state`` given), the layer encoded, and the search repeated with the
+    estimate corrected by what the encoding measured (tables, range-coder words)."""
     tr = transformed or Transformed(residual, block, levels)
-    spread = float(np.std(tr.residual)) or 1.0
-    lo, hi = spread * 1e-3, spread * 64.0
-    cache: dict[float, TransformState] = {}
-
-    def size(step, correction=0):
-        state = cache.get(step) or tr.quantize(step)
-        cache[step] = state
-        return state, tr.estimate_bytes(state) + correction
-
-    found = _search(size, nbytes, lo, hi)
-    if found is None:
-        return None
+    state = state or search_bytes(tr, nbytes)
     best = None
     for _ in range(4):
-        layer = encode_layer(tr, tr.residual, transform=found[0])
+        if state is None:
+            break
+        layer = encode_layer(tr, tr.residual, transform=state)
         if layer.nbytes <= nbytes and (best is None or layer.nbytes > best.nbytes):
             best = layer
         if best is not None and best.nbytes >= 0.99 * nbytes:
             break
-        miss = layer.nbytes - tr.estimate_bytes(found[0])  # what the estimate left out
-        found = _search(lambda st, m=miss: size(st, m), nbytes, lo, hi)
-        if found is None:
-            break
+        state = search_bytes(tr, nbytes, correction=layer.nbytes - tr.estimate_bytes(state))
     return best
 
 

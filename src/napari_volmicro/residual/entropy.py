@@ -130,12 +130,20 @@ def finish(encoder) -> bytes:
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
-def _groups(contexts: np.ndarray, entries: np.ndarray):
-    """Positions grouped by the codebook entry their context selects: (order, entry values, bounds)."""
+def _groups_reference(contexts: np.ndarray, entries: np.ndarray):
+    """Positions grouped by the codebook entry their context selects: (order, entry values, bounds)
+    (plain definition of ``_kernels.group_by_entry``)."""
     chosen = np.asarray(entries, np.int64)[contexts]
     order = np.argsort(chosen, kind="stable")
     values, starts = np.unique(chosen[order], return_index=True)
     return order, values, np.append(starts, len(chosen))
+
+
+def _groups(contexts: np.ndarray, entries: np.ndarray):
+    from ._kernels import group_by_entry
+
+    return group_by_entry(np.ascontiguousarray(contexts, np.int64), np.ascontiguousarray(entries, np.int64),
+                          CODEBOOK_SIZE)
 
 
 def encode_groups(encoder, symbols: np.ndarray, contexts: np.ndarray, entries: np.ndarray) -> None:

@@ -4,34 +4,45 @@
 layer, computed against the base **as a decoder will see it**: the model the
 file stores (``container.quantize``) decoded by the dense evaluator.
 
-- Rate mode (``bpp`` / ``ratio`` / ``gaussians``): the base gets
-  ``base_share(total)`` of the byte budget (``BASE_SHARE``, chosen by
-  measurement: docs/benchmarks.md), the transform stage the rest
-  (``encode.fit_bytes``); the file lands at or just under the budget.
-  ``enhance=False`` spends the whole budget on the Gaussians (the base-only
-  encoder).
+- Rate mode (``bpp`` / ``ratio``): the base is trained for ``BASE_SHARE``
+  of the byte budget (at most ``MAX_BASE_BPP``); then, of that base and its
+  thinnings (``THIN_FRACTIONS`` of its Gaussians, the most massive kept), the
+  one whose transform stage filling the rest of the budget rebuilds the
+  volume best is kept (``add_rate_layer``): volumes that Gaussians describe
+  well keep their Gaussians, noisy or textured ones give bytes to the layer.
+  The file lands at or just under the budget (within about 1%).
+  ``enhance=False`` (or a ``gaussians`` count) spends the whole budget on the
+  Gaussians (the base-only encoder).
 - Error-bounded mode (``max_error``): the base is trained at its own budget
   (the given one, default ``BOUNDED_BASE_BPP``), then the layer guarantees
   every voxel within ``max_error`` (``encode.fit_max_error``).
 
 ``max_error`` is in grey levels (original units) or, as a string ending in
 ``sigma``, in units of the estimated noise (``noise.noise_sigma``).
-``add_rate_layer`` / ``add_bounded_layer`` are the steps, for callers that
-train the base themselves; both return the base as stored (``stored_base``)
-with the layer, so the model in memory decodes exactly as its file.
+``plan`` decides the base's budget before training, ``complete`` adds the
+layer after it (``add_rate_layer`` / ``add_bounded_layer``); both return the
+base as stored (``stored_base``) with the layer, so the model in memory
+decodes exactly as its file.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
 from . import encode, noise
 
-#: share of the byte budget the Gaussians get in rate mode (the enhancement layer gets the rest)
+#: share of the byte budget the Gaussians are trained for in rate mode (at most MAX_BASE_BPP) ...
 BASE_SHARE = 0.5
+MAX_BASE_BPP = 0.15
+#: ... then the base kept is the thinning of it (fractions of its Gaussians, by mass) whose layer
+#: rebuilds the volume best at the total budget (measured: docs/benchmarks.md)
+THIN_FRACTIONS = (1.0, 0.5, 0.25, 0.1)
+#: smallest useful enhancement layer (bytes)
+MIN_LAYER_BYTES = 256
 #: base budget (bits per voxel) of the error-bounded mode when none is given
 BOUNDED_BASE_BPP = 0.04
 #: the decoded base may differ from the encoder's by less than DELTA_FRACTION * (data range)
@@ -106,17 +117,47 @@ def base_values(gv) -> np.ndarray:
     return gv.mapping.to_original_float(gv.decode_model(evaluator="dense"))
 
 
-def add_rate_layer(volume: np.ndarray, gv, total_bytes: int):
-    """The stored base of ``gv`` with a transform-stage layer that fills the file up to ``total_bytes``
-    (no layer if the base already fills it or the layer cannot fit)."""
+def thinned(gv, fraction: float):
+    """``gv`` keeping the ``fraction`` of its Gaussians with the largest mass (|amplitude| times the
+    product of the three scales), in their original order."""
+    n = gv.n_gaussians
+    keep = int(round(fraction * n))
+    if keep >= n:
+        return gv
+    mass = np.abs(gv.amplitudes.astype(np.float64)) * np.prod(gv.scales.astype(np.float64), axis=1)
+    return gv.subset(np.sort(np.argsort(-mass, kind="stable")[:keep]))
+
+
+def add_rate_layer(volume: np.ndarray, gv, total_bytes: int, fractions=None):
+    """The stored base of ``gv`` (or of its best thinning, among ``fractions``, default
+    ``THIN_FRACTIONS``) with a transform-stage layer that fills the file up to ``total_bytes``.
+
+    Each thinning frees bytes for the layer; the one whose layer (searched on the size estimate)
+    rebuilds ``volume`` with the least squared error is encoded. No layer if the base already
+    fills the budget."""
     from ..container import file_size
     from ..container.layout import SECTION
 
-    base = stored_base(gv)
-    room = int(total_bytes) - file_size(base) - SECTION.size
-    if room < 256:
+    volume = np.asarray(volume, np.float64)
+    best = None
+    for f in (THIN_FRACTIONS if fractions is None else fractions):
+        base = stored_base(thinned(gv, f))
+        room = int(total_bytes) - file_size(base) - SECTION.size
+        if room < MIN_LAYER_BYTES:
+            if best is None:
+                best = (np.inf, base, None, None)
+            continue
+        tr = encode.Transformed(volume - base_values(base))
+        state = encode.search_bytes(tr, room)
+        if state is None:
+            continue
+        err = encode.squared_error(tr, state)
+        if best is None or err < best[0]:
+            best = (err, base, tr, (room, state))
+    _, base, tr, chosen = best
+    if tr is None:
         return base
-    layer = encode.fit_bytes(np.asarray(volume, np.float64) - base_values(base), room)
+    layer = encode.fit_bytes(tr.residual, chosen[0], transformed=tr, state=chosen[1])
     return base if layer is None else base.replace(residual=layer)
 
 
@@ -133,6 +174,67 @@ def add_bounded_layer(volume: np.ndarray, gv, max_error: float, sigma: float = 0
     return base.replace(residual=layer)
 
 
-def base_share(total_bytes: int) -> int:
-    """Bytes of a rate-mode budget that go to the Gaussians."""
-    return int(BASE_SHARE * total_bytes)
+@dataclass(frozen=True)
+class Plan:
+    """How ``compress`` spends a budget: ``base`` (the Trainer's budget keywords), ``total_bytes`` (the
+    whole file in rate mode, else None), ``max_error`` (original units, error-bounded mode, else None)
+    and the noise ``sigma`` it came from (0.0: given in grey levels)."""
+
+    base: dict
+    total_bytes: int | None = None
+    max_error: float | None = None
+    sigma: float = 0.0
+
+    @property
+    def layered(self) -> bool:
+        return self.total_bytes is not None or self.max_error is not None
+
+
+def plan(volume: np.ndarray, *, bpp=None, ratio=None, gaussians=None, max_error=None, enhance: bool = True) -> Plan:
+    """The budget split for ``volume`` (see the module docstring). Without ``enhance`` (or with a
+    ``gaussians`` count) the whole budget goes to the Gaussians, as the base-only encoder does."""
+    from ..encode import budget as budgets
+
+    volume = np.asarray(volume)
+    if max_error is not None:
+        bound, sigma = parse_max_error(max_error, volume)
+        base = {"bpp": bpp, "ratio": ratio, "gaussians": gaussians}
+        if bpp is None and ratio is None and gaussians is None:
+            base["bpp"] = BOUNDED_BASE_BPP
+        return Plan(base, None, bound, sigma)
+    if not enhance or gaussians is not None:
+        return Plan({"bpp": bpp, "ratio": ratio, "gaussians": gaussians})
+    total = budgets.budget_bytes(volume.size, volume.dtype.itemsize, bpp=bpp, ratio=ratio, gaussians=None)
+    base_bpp = min(8.0 * BASE_SHARE * total / volume.size, MAX_BASE_BPP)
+    return Plan({"bpp": base_bpp}, int(total))
+
+
+def complete(volume: np.ndarray, gv, how: Plan):
+    """The trained base ``gv`` finished as ``how`` says: the stored base with its enhancement layer
+    (rate mode: the thinning of the base, ``THIN_FRACTIONS``, whose layer filling the budget decodes
+    closest to ``volume``), or ``gv`` itself for a base-only plan."""
+    if how.max_error is not None:
+        return add_bounded_layer(volume, gv, how.max_error, how.sigma)
+    if how.total_bytes is None:
+        return gv
+    return add_rate_layer(volume, gv, how.total_bytes)
+
+
+def compress(volume, spacing=None, *, bpp=None, ratio=None, gaussians=None, max_error=None, layers: str = "all",
+             progress=None, **trainer_options):
+    """Train the base and add the enhancement layer (what ``volmicro compress`` does): returns the stored
+    base with its layer (``layers="base"``: the Gaussians alone, the whole budget theirs).
+    ``trainer_options`` go to ``encode.Trainer`` (preset, steps, seed, device, ...); ``progress`` is
+    called with every training ``Snapshot``."""
+    from ..encode import Trainer
+    from ..volume_io import check_volume
+
+    volume = check_volume(volume, source="volume")
+    if layers not in ("all", "base"):
+        raise InputError(f"layers must be 'all' or 'base', got {layers!r}")
+    how = plan(volume, bpp=bpp, ratio=ratio, gaussians=gaussians, max_error=max_error, enhance=layers == "all")
+    trainer = Trainer(volume, spacing, **how.base, **trainer_options)
+    for snap in trainer.run():
+        if progress is not None:
+            progress(snap)
+    return complete(volume, trainer.result, how)
