@@ -79,19 +79,28 @@ def test_points_match_brute_force(crowded, k):
     assert max_rel(got, oracle(crowded, pts, k)) <= 1e-6
 
 
-def test_one_plane_with_one_or_two_threads_is_the_same(crowded):
+@pytest.mark.parametrize("evaluator,k", [("dense", 64), ("knn", 4), ("knn", 16)])
+def test_one_plane_split_in_row_bands_matches_brute_force(evaluator, k):
+    """A single plane is split in row bands across threads (63 rows: bands of 32 and 31, with two or
+    more threads): each band against the brute-force rule, and equal to the one-thread decode."""
     import numba
 
-    region = (slice(7, 8), slice(0, 20), slice(0, 18))
+    gv = random_volume((6, 63, 40), n=500, seed=8)
+    region = (slice(3, 4), slice(0, 63), slice(0, 40))
+    want = oracle(gv, normalize_region(region, gv.shape).points(), k if evaluator == "knn" else 10_000)
     before = numba.get_num_threads()
     try:
-        numba.set_num_threads(1)
-        one = crowded.decode_model(region, evaluator="knn", k=8)
-        numba.set_num_threads(max(2, before))
-        two = crowded.decode_model(region, evaluator="knn", k=8)
+        got = {}
+        for threads in (1, max(2, before)):
+            numba.set_num_threads(threads)
+            got[threads] = gv.decode_model(region, evaluator=evaluator, k=k)
     finally:
         numba.set_num_threads(before)
-    np.testing.assert_allclose(one, two, rtol=1e-6, atol=1e-7)
+    for g in got.values():
+        assert max_rel(g, want.reshape(g.shape)) <= 1e-6
+    np.testing.assert_allclose(got[1], got[max(2, before)], rtol=1e-6, atol=1e-7)
+    if evaluator == "knn":
+        assert gv.decode_measured(region, "knn", k)[1].changed > 0  # voxels re-ranked in the bands
 
 
 def test_k_at_least_the_coverage_is_the_dense_decode(crowded):
