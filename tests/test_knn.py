@@ -174,7 +174,7 @@ def test_plane_of_the_sample_model_matches_brute_force():
     from napari_volmicro.container import load
 
     gv = load(files("napari_volmicro") / "_data" / "purkinje_sample.vmg")
-    region = (slice(21, 22), slice(96, 160), slice(64, 160))
+    region = (slice(21, 22), slice(104, 152), slice(80, 144))
     points = normalize_region(region, gv.shape).points()
     assert coverage(gv, points).max() > 8
     got = gv.decode_model(region, evaluator="knn", k=8)

@@ -29,10 +29,15 @@ def _chunks(points, n):
     return range(0, len(points), step), step
 
 
-def contributions(points, centers, precisions, amplitudes) -> np.ndarray:
-    """(M, N) float64 ``w_i exp(-d_i^2 / 2)``, zero where ``d_i^2 > 9``."""
+def mahalanobis2(points, centers, precisions) -> np.ndarray:
+    """(M, N) float64 squared Mahalanobis distances ``d_i^2`` of (M, 3) points from N Gaussians."""
     d = np.asarray(points, np.float64)[:, None, :] - np.asarray(centers, np.float64)[None, :, :]
-    d2 = np.einsum("mni,nij,mnj->mn", d, precisions, d)
+    return np.einsum("mni,nij,mnj->mn", d, precisions, d)
+
+
+def contributions(points, centers, precisions, amplitudes, d2=None) -> np.ndarray:
+    """(M, N) float64 ``w_i exp(-d_i^2 / 2)``, zero where ``d_i^2 > 9`` (``d2``: ``mahalanobis2`` if known)."""
+    d2 = mahalanobis2(points, centers, precisions) if d2 is None else d2
     return np.where(d2 <= CUTOFF_D2, np.exp(-0.5 * d2), 0.0) * np.asarray(amplitudes, np.float64)
 
 
@@ -49,7 +54,8 @@ def gaussian_sum(points, centers, precisions, amplitudes) -> np.ndarray:
 
 
 def _sum_ranked(c, covered, key, k):
-    """Per row: sum of ``c`` over the ``k`` covered entries that sort first by ``key`` (then index)."""
+    """Per row: sum of ``c`` over the ``k`` covered entries that sort first by ``key`` (then column,
+    so columns must be in Gaussian-index order)."""
     m, n = c.shape
     idx = np.broadcast_to(np.arange(n), (m, n))
     key = np.where(covered, key, np.inf)  # uncovered entries rank last
@@ -70,10 +76,11 @@ def top_k_sum(points, centers, precisions, amplitudes, k) -> np.ndarray:
     precisions = np.asarray(precisions, np.float64)
     for s in starts:
         p = points[s : s + step]
-        d = p[:, None, :] - np.asarray(centers, np.float64)[None]
-        covered = np.einsum("mni,nij,mnj->mn", d, precisions, d) <= CUTOFF_D2
-        c = contributions(p, centers, precisions, amplitudes)
-        out[s : s + step] = _sum_ranked(c, covered, -np.abs(c), k)
+        d2 = mahalanobis2(p, centers, precisions)
+        covered = d2 <= CUTOFF_D2
+        c = contributions(p, centers, precisions, amplitudes, d2)
+        cols = np.flatnonzero(covered.any(axis=0))  # only Gaussians that reach some point (order kept)
+        out[s : s + step] = _sum_ranked(c[:, cols], covered[:, cols], -np.abs(c[:, cols]), k)
     return out
 
 
