@@ -78,15 +78,10 @@ def cases() -> dict[str, Case]:
 
 
 def mirror_tile(v, shape):
-    """``v`` mirrored and repeated to ``shape`` (ZYX): real texture at any size."""
-    import numpy as np
+    """``v`` mirrored and repeated to ``shape`` (ZYX), as ``benchmarks/encode.py`` builds its scale volumes."""
+    from _common import load_sibling
 
-    reps = [int(np.ceil(s / n)) for s, n in zip(shape, v.shape)]
-    out = v
-    for axis, r in enumerate(reps):
-        parts = [out if i % 2 == 0 else np.flip(out, axis) for i in range(r)]
-        out = np.concatenate(parts, axis=axis)
-    return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
+    return load_sibling("encode").mirror_tile(v, shape)
 
 
 def encoder_key() -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..gaussians import CUTOFF_D2
-from ._kernels import AMP, CX, CY, CZ, EZ, _finish_block, mahalanobis2, splat_plane
+from ._kernels import AMP, CX, CY, CZ, EZ, _finish_block, cell_of, mahalanobis2, splat_plane
 
 # -- K nearest centres --------------------------------------------------------------
 #
@@ -156,15 +156,9 @@ def knn_points(g, points, which, origin, cell, ncell, ptr, idx, rlo, rup, cstart
     for jj in prange(len(which)):
         p = which[jj]
         z, y, x = points[p, 0], points[p, 1], points[p, 2]
-        inside = True
-        cid = 0
-        for a in range(3):
-            t = math.floor((points[p, a] - origin[a]) / cell[a])
-            if t < 0 or t > ncell[a] - 1:
-                inside = False
-            cid = cid * ncell[a] + t
+        cid = cell_of(points, p, origin, cell, ncell)
         s = 0.0
-        if inside:
+        if cid >= 0:
             for j in range(ptr[cid], ptr[cid + 1]):
                 i = idx[j]
                 d2 = mahalanobis2(g, i, z - g[i, CZ], y - g[i, CY], x - g[i, CX])

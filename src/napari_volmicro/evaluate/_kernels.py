@@ -773,6 +773,18 @@ def splat_decode(g, ptr, idx, start, step, k, field, fz0, fzw, fy0, fyw, fx0, fx
 # -- points ------------------------------------------------------------------------
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def cell_of(points, p, origin, cell, ncell):
+    """Index (C order) of the ``bin_boxes`` cell holding ``points[p]``, or -1 outside the grid."""
+    cid = 0
+    for a in range(3):
+        t = math.floor((points[p, a] - origin[a]) / cell[a])
+        if t < 0 or t > ncell[a] - 1:
+            return -1
+        cid = cid * ncell[a] + t
+    return cid
+
+
 @njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def points_sum(g, points, origin, cell, ncell, ptr, idx, k):
     """Sum at (M, 3) points from cell lists (``bin_boxes``); float64 (M,).
@@ -783,14 +795,8 @@ def points_sum(g, points, origin, cell, ncell, ptr, idx, k):
     m = points.shape[0]
     out = np.zeros(m, np.float64)
     for p in prange(m):
-        inside = True
-        cid = 0
-        for a in range(3):
-            t = math.floor((points[p, a] - origin[a]) / cell[a])
-            if t < 0 or t > ncell[a] - 1:
-                inside = False
-            cid = cid * ncell[a] + t
-        if not inside:
+        cid = cell_of(points, p, origin, cell, ncell)
+        if cid < 0:
             continue
         z, y, x = points[p, 0], points[p, 1], points[p, 2]
         s = 0.0
