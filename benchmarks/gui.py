@@ -344,7 +344,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vmg", type=Path, nargs="+", help="models to browse (default: the sample, and the cellfinder "
                     "model at one voxel per pixel if benchmarks/_trained.py has it cached)")
-    ap.add_argument("--evaluators", nargs="+", default=["knn", "dense"], help="evaluators timed (K=32)")
+    ap.add_argument("--evaluators", nargs="+", default=["knn", "dense"], help="evaluators timed (the default K)")
     ap.add_argument("--train-seconds", type=float, default=60.0)
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--crop", action="store_true", help="train on a 50x128x128 crop (faster)")
@@ -367,12 +367,14 @@ def main(argv=None):
     from napari.qt import get_qapp
     from qtpy.QtWidgets import QApplication
 
+    from napari_volmicro.evaluate import DEFAULT_K
+
     app = get_qapp()
     assert isinstance(app, QApplication)
     views = [(p, None) for p in args.vmg] if args.vmg else _default_views()
     for vmg, zoom in () if args.skip_slices else views:
         for ev in args.evaluators:
-            bench_slice_to_screen(app, vmg, ev, 32, args.slices, zoom)
+            bench_slice_to_screen(app, vmg, ev, DEFAULT_K, args.slices, zoom)
     if not args.skip_training:
         windows = [tuple(int(v) for v in w.lower().split("x")) for w in args.train_window.split(",")]
         results = {}
