@@ -224,6 +224,32 @@ def test_max_error_is_guaranteed_on_real_crops(name):
         assert np.abs(again.astype(np.float64) - vol.astype(np.float64)).max() <= promise
 
 
+@pytest.mark.parametrize("form", ["plain", "transform+plain", "predictive"])
+def test_each_correction_form_keeps_the_bound(form):
+    """The encoder picks among these by size; each one on its own must keep the promise (tissue crop, uint16)."""
+    vol = tifffile.imread(DATA / "cellseg3d_nuclei.tif")[40:66, 10:70, 20:80].astype(np.uint16)
+    r = vol.astype(np.float64) - np.median(vol)
+    factors, pred = {"plain": ((0.0,), ()), "transform+plain": ((3.0,), ()), "predictive": ((), (0.0,))}[form]
+    step = hybrid.bounded_step(5.0, True, 1e-3)
+    layer = encode.fit_max_error(r, step, max_error=5.0, delta=1e-3, factors=factors, predictive_factors=pred,
+                                 block=32)
+    again = ResidualLayer.from_bytes(layer.to_bytes())
+    assert again.header.predictive == (form == "predictive")
+    assert again.header.has_transform == (form == "transform+plain")
+    decoded = finish(np.median(vol) + again.decode(), _Mapping())
+    assert np.abs(decoded.astype(np.float64) - vol).max() <= 5
+    region = (slice(3, 25, 2), slice(30, 31), slice(0, 60, 7))
+    assert np.array_equal(ResidualLayer.from_bytes(layer.to_bytes()).decode(region), again.decode()[region])
+
+
+class _Mapping:
+    """An integer output mapping for ``finish`` (uint16)."""
+
+    is_integer = True
+    clip_range = (0.0, 65535.0)
+    dtype = np.dtype(np.uint16)
+
+
 def test_parse_max_error():
     vol = np.random.default_rng(0).normal(100, 4, (20, 30, 30))
     assert hybrid.parse_max_error("3", vol) == (3.0, 0.0)
@@ -284,15 +310,17 @@ def test_bricked_lazy_model_adds_the_layer(tmp_path, nuclei_crop, trained):
 # -- hostile bytes ----------------------------------------------------------------------------------
 
 
-def _small_layer():
+def _small_layer(predictive_form=False):
     vol = tifffile.imread(DATA / "bead_flowdec.tif")[20:44, 20:44, 20:44].astype(np.float64)
     r = vol - vol.mean()
     tr = encode.Transformed(r, block=12)
-    return encode.encode_layer(tr, r, transform=tr.quantize(5.0), correction_step=3.0, max_error=1.5).to_bytes()
+    return encode.encode_layer(tr, r, transform=tr.quantize(5.0), correction_step=3.0, max_error=1.5,
+                               predictive_form=predictive_form).to_bytes()
 
 
-def test_fuzzed_layers_raise_only_format_errors():
-    good = _small_layer()
+@pytest.mark.parametrize("predictive_form", [False, True])
+def test_fuzzed_layers_raise_only_format_errors(predictive_form):
+    good = _small_layer(predictive_form)
     rng = np.random.default_rng(5)
     hb = blob.header_size(lambda o, n: good[o: o + n], len(good), "x")
     n_blocks = blob.parse_header(good[:hb], "x").n_blocks

@@ -7,7 +7,8 @@ All integers and floats little-endian. Layout::
     | block payloads, in index order (C order over the block grid: Z slowest)
 
 Header fields (``HEADER``): magic ``b"VMRS"``, layout version (1), stages
-(bit 0: transform stage, bit 1: error-bounded correction stage), 2 reserved
+(bit 0: transform stage, bit 1: error-bounded correction stage, bit 2: the
+correction stage is predictive), 2 reserved
 bytes (0), the volume shape (Z, Y, X), the nominal block shape (Z, Y, X),
 the wavelet levels, 3 reserved bytes (0), the transform step, the correction
 step, the maximum error promised (0: none), the margin delta, the noise
@@ -22,7 +23,8 @@ the product of the three ``k``.
 Tables (after zlib): the transform stage's per-class bin offsets ``nu``
 (``N_CLASSES`` x int8, units of 1/128 step) and codebook entries
 (``N_CLASSES x N_CTX`` x u16), then the correction stage's entries
-(``N_CORR_CTX`` x u16), each part present only with its stage.
+(``N_CORR_CTX`` x u16, or ``predictive.N_PRED_CTX`` when the stage is
+predictive: stage bit 2), each part present only with its stage.
 
 Parsing is bounded: every count is checked against fixed caps and the bytes
 available before anything is allocated; any inconsistency is a
@@ -39,13 +41,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ChecksumError, FormatError
-from . import correction, wavelet_coder
+from . import correction, predictive, wavelet_coder
 from .contexts import N_CTX
 
 MAGIC = b"VMRS"
 LAYOUT_VERSION = 1
 STAGE_TRANSFORM = 1
 STAGE_CORRECTION = 2
+#: the correction stage predicts each voxel from decoded ones (``predictive.py``); only with STAGE_CORRECTION
+STAGE_PREDICTIVE = 4
 #: magic, version (u8), stages (u8), reserved (u16), shape (3 x u32), block (3 x u16), levels (u8),
 #: reserved (3 B), transform step, correction step, max error, delta, noise sigma (f64),
 #: n_blocks (u32), tables_len (u32)
@@ -82,6 +86,10 @@ class LayerHeader:
     @property
     def has_correction(self) -> bool:
         return bool(self.stages & STAGE_CORRECTION)
+
+    @property
+    def predictive(self) -> bool:
+        return bool(self.stages & STAGE_PREDICTIVE)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -152,7 +160,8 @@ def parse_header(data: bytes, name: str, shape=None) -> LayerHeader:
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) & 0xFFFFFFFF != crc:
         raise ChecksumError(f"{name}: enhancement layer header checksum mismatch")
-    if reserved or reserved3 != b"\0\0\0" or stages & ~3 or not stages:
+    if (reserved or reserved3 != b"\0\0\0" or stages & ~7 or not stages & 3
+            or (stages & STAGE_PREDICTIVE and not stages & STAGE_CORRECTION)):
         raise FormatError(f"{name}: enhancement layer header has bad stage bits {stages} or reserved bytes")
     vol = (z, y, x)
     if shape is not None and vol != tuple(shape):
@@ -176,8 +185,9 @@ def parse_header(data: bytes, name: str, shape=None) -> LayerHeader:
     want = 0
     if stages & STAGE_TRANSFORM:
         want += wavelet_coder.N_CLASSES + 2 * wavelet_coder.N_CLASSES * N_CTX
+    n_corr = predictive.N_PRED_CTX if stages & STAGE_PREDICTIVE else correction.N_CORR_CTX
     if stages & STAGE_CORRECTION:
-        want += 2 * correction.N_CORR_CTX
+        want += 2 * n_corr
     try:
         d = zlib.decompressobj()
         raw = d.decompress(data[HEADER.size: HEADER.size + tables_len], want + 1)
@@ -196,7 +206,7 @@ def parse_header(data: bytes, name: str, shape=None) -> LayerHeader:
         entries = entries.reshape(wavelet_coder.N_CLASSES, N_CTX)
         pos += 2 * entries.size
     if stages & STAGE_CORRECTION:
-        corr = np.frombuffer(raw, "<u2", correction.N_CORR_CTX, pos).astype(np.int64)
+        corr = np.frombuffer(raw, "<u2", n_corr, pos).astype(np.int64)
     for label, e in (("transform", entries), ("correction", corr)):
         if e is not None and e.size and e.max() >= CODEBOOK_SIZE:
             raise FormatError(f"{name}: enhancement layer {label} table entry {int(e.max())} >= {CODEBOOK_SIZE}")

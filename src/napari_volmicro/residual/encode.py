@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import blob, correction, entropy, wavelet, wavelet_coder
+from . import blob, correction, entropy, predictive, wavelet, wavelet_coder
 from .contexts import N_CTX
 from .layer import ResidualLayer
 
@@ -27,8 +27,10 @@ from .layer import ResidualLayer
 #: 32/64/128 and 3-5 levels on the shared volumes, see docs/benchmarks.md)
 BLOCK = 64
 LEVELS = 4
-#: transform steps tried by ``fit_max_error``, in units of the maximum error (0: no transform stage)
+#: transform steps tried by ``fit_max_error``, in units of the maximum error (0: no transform stage),
+#: before the plain correction stage and before the predictive one
 BOUNDED_TRANSFORM_FACTORS = (0.0, 2.0, 3.0, 4.0, 6.0)
+BOUNDED_PREDICTIVE_FACTORS = (0.0,)
 
 
 def _header(shape, block, **fields) -> blob.LayerHeader:
@@ -104,33 +106,53 @@ def _check_range(q: np.ndarray) -> None:
         raise InputError("the error bound is too small for this volume's range of values (more than 2^40 steps)")
 
 
+def _correction_blocks(residual, slices, tr, transform, step: float, predictive_form: bool):
+    """Per block, what the correction stage codes of ``residual`` after ``transform``: plain index arrays,
+    or the predictive stage's pass items; and (counts, extra bits) over all blocks."""
+    table = predictive.N_PRED_CTX if predictive_form else correction.N_CORR_CTX
+    counts = np.zeros((table, entropy.ALPHABET), np.int64)
+    extra = 0.0
+    out = []
+    for i, s in enumerate(slices):
+        left = residual[s]
+        if transform is not None:
+            left = left - tr.reconstruct(transform, i)
+        if predictive_form:
+            items, _ = predictive.quantize(left, step)
+            if predictive.max_index(items) >= 1 << entropy.MAX_EXCESS_BITS:
+                _check_range(np.array([1 << entropy.MAX_EXCESS_BITS]))
+            nonzero = any(bool(np.any(sym)) for sym, _, _, _ in items)
+            if nonzero:
+                _, e = predictive.count(items, counts)
+                extra += e
+            out.append(items if nonzero else None)
+        else:
+            qc = correction.quantize(left, step)
+            _check_range(qc)
+            if np.any(qc):
+                _, e = correction.count_fast(qc, counts)
+                extra += e
+                out.append(qc)
+            else:
+                out.append(None)
+    return out, counts, extra
+
+
 def encode_layer(transformed: Transformed | None, residual: np.ndarray, *, transform: TransformState | None = None,
-                 correction_step: float | None = None, max_error: float = 0.0, delta: float = 0.0,
-                 noise_sigma: float = 0.0, block=BLOCK) -> ResidualLayer:
+                 correction_step: float | None = None, predictive_form: bool = False, max_error: float = 0.0,
+                 delta: float = 0.0, noise_sigma: float = 0.0, block=BLOCK) -> ResidualLayer:
     """Encode the layer: the given transform stage (or none) and, with ``correction_step``, the
-    correction stage of what remains of ``residual`` after it."""
+    correction stage (plain, or ``predictive_form``) of what remains of ``residual`` after it."""
     grid = transformed.grid if transformed is not None else block_grid(np.shape(residual), block)
     slices = [grid.block_slices(i) for i in range(grid.n_blocks)]
     stages = (blob.STAGE_TRANSFORM if transform is not None else 0)
-    corr_q = None
+    corr = None
     corr_entries = None
     if correction_step is not None:
-        stages |= blob.STAGE_CORRECTION
-        residual = np.asarray(residual, np.float64)
-        corr_q = []
-        counts = None
-        for i, s in enumerate(slices):
-            left = residual[s]
-            if transform is not None:
-                left = left - transformed.reconstruct(transform, i)
-            qc = correction.quantize(left, correction_step)
-            _check_range(qc)
-            corr_q.append(qc)
-            if np.any(qc):
-                counts, _ = correction.count_fast(qc, counts)
-        corr_entries = np.zeros(correction.N_CORR_CTX, np.int64)
-        if counts is not None:
-            corr_entries, _ = entropy.choose(counts)
+        stages |= blob.STAGE_CORRECTION | (blob.STAGE_PREDICTIVE if predictive_form else 0)
+        corr, counts, _ = _correction_blocks(np.asarray(residual, np.float64), slices, transformed, transform,
+                                             correction_step, predictive_form)
+        corr_entries, _ = entropy.choose(counts)
     if not stages:
         raise ValueError("an enhancement layer needs a transform stage or a correction step")
     header = _header(grid.shape, grid.block, stages=stages, levels=transformed.levels if transformed else LEVELS,
@@ -141,9 +163,9 @@ def encode_layer(transformed: Transformed | None, residual: np.ndarray, *, trans
     payloads = []
     for i in range(len(slices)):
         tq = transform.q[i] if transform is not None else None
-        cq = corr_q[i] if corr_q is not None else None
+        cq = corr[i] if corr is not None else None
         t_on = tq is not None and bool(np.any(tq))
-        c_on = cq is not None and bool(np.any(cq))
+        c_on = cq is not None
         if not (t_on or c_on):
             payloads.append(b"")
             continue
@@ -151,7 +173,9 @@ def encode_layer(transformed: Transformed | None, residual: np.ndarray, *, trans
         entropy.encode_bits(enc, np.array([t_on, c_on], np.int64))
         if t_on:
             wavelet_coder.encode_into(enc, tq, header.levels, transform.entries)
-        if c_on:
+        if c_on and predictive_form:
+            predictive.encode(enc, cq, corr_entries)
+        elif c_on:
             correction.encode(enc, cq, corr_entries)
         payloads.append(entropy.finish(enc))
     return ResidualLayer.from_bytes(blob.pack(header, payloads))
@@ -228,29 +252,24 @@ def fit_bytes(residual: np.ndarray, nbytes: int, *, block=BLOCK, levels: int = L
 
 
 def fit_max_error(residual: np.ndarray, step: float, *, max_error: float, delta: float, noise_sigma: float = 0.0,
-                  block=BLOCK, levels: int = LEVELS,
-                  factors=BOUNDED_TRANSFORM_FACTORS) -> ResidualLayer:
-    """The error-bounded layer: correction stage of step ``step`` after the transform stage whose
-    step (``factor * max_error`` for ``factor`` in ``factors``, 0 = none) gives the smallest layer
-    (estimated; the chosen one is encoded)."""
+                  block=BLOCK, levels: int = LEVELS, factors=BOUNDED_TRANSFORM_FACTORS,
+                  predictive_factors=BOUNDED_PREDICTIVE_FACTORS) -> ResidualLayer:
+    """The error-bounded layer: a correction stage of step ``step`` after a transform stage, choosing the
+    smallest (estimated from the coder's symbol counts; the chosen one is encoded) of: the plain correction
+    after a transform stage of step ``factor * max_error`` for ``factor`` in ``factors`` (0 = no transform
+    stage), and the predictive correction after one for ``factor`` in ``predictive_factors``."""
     residual = np.asarray(residual, np.float64)
-    tr = Transformed(residual, block, levels) if any(f > 0 for f in factors) else None
+    tr = Transformed(residual, block, levels) if any(f > 0 for f in (*factors, *predictive_factors)) else None
     grid = tr.grid if tr is not None else block_grid(residual.shape, block)
     slices = [grid.block_slices(i) for i in range(grid.n_blocks)]
     best = None
-    for f in factors:
+    candidates = [(f, False) for f in factors] + [(f, True) for f in predictive_factors]
+    for f, pred in candidates:
         state = tr.quantize(f * max_error) if f > 0 else None
         bits = state.bits if state is not None else 0.0
-        counts = None
-        for i, s in enumerate(slices):
-            left = residual[s] - (tr.reconstruct(state, i) if state is not None else 0.0)
-            qc = correction.quantize(left, step)
-            if np.any(qc):
-                counts, e = correction.count_fast(qc, counts)
-                bits += e
-        if counts is not None:
-            bits += entropy.choose(counts)[1]
+        _, counts, extra = _correction_blocks(residual, slices, tr, state, step, pred)
+        bits += extra + entropy.choose(counts)[1]
         if best is None or bits < best[0]:
-            best = (bits, state)
-    return encode_layer(tr, residual, transform=best[1], correction_step=step, max_error=max_error, delta=delta,
-                        noise_sigma=noise_sigma, block=block)
+            best = (bits, state, pred)
+    return encode_layer(tr, residual, transform=best[1], correction_step=step, predictive_form=best[2],
+                        max_error=max_error, delta=delta, noise_sigma=noise_sigma, block=block)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..region import normalize_region
-from . import blob, correction, entropy, wavelet, wavelet_coder
+from . import blob, correction, entropy, predictive, wavelet, wavelet_coder
 
 #: decoded blocks kept (float64, at most 128^3 voxels each: <= 16 MB per block)
 CACHE_BLOCKS = 8
@@ -110,7 +110,8 @@ class ResidualLayer:
             "residual_bytes": self.nbytes,
             "residual_blocks": h.n_blocks,
             "residual_block_shape": list(h.block),
-            "residual_stages": [s for s, on in (("transform", h.has_transform), ("correction", h.has_correction)) if on],
+            "residual_stages": [s for s, on in (("transform", h.has_transform), ("correction", h.has_correction),
+                                                ("predictive", h.predictive)) if on],
             "max_error": self.max_error,
             "max_error_delta": h.delta if self.max_error is not None else None,
             "noise_sigma": h.noise_sigma or None,
@@ -148,7 +149,9 @@ class ResidualLayer:
             if h.has_transform and stages[0]:
                 q = wavelet_coder.decode_from(dec, shape, h.levels, h.entries)
                 out += wavelet.inverse(wavelet_coder.dequantize(q, h.transform_step, h.levels, h.nu), h.levels)
-            if h.has_correction and stages[1]:
+            if h.has_correction and stages[1] and h.predictive:
+                out += predictive.decode(dec, shape, h.correction_step, h.corr_entries)
+            elif h.has_correction and stages[1]:
                 out += correction.decode(dec, shape, h.corr_entries) * h.correction_step
         except (AssertionError, ValueError, OverflowError, RuntimeError) as exc:
             # constriction refuses bytes that no encoder could have written for these models
