@@ -347,6 +347,27 @@ def rd_markdown(results: list[_common.Result]) -> str:
     return "\n".join(lines)
 
 
+def summary_markdown(results: list[_common.Result], rates=(0.073, 0.3)) -> str:
+    """The README's table: psnr_full / ssim3d of ours and the codecs at the headline rates."""
+    methods = [m for m in ("ours", "ours-base", "x265", "jpeg2k", "jpegxl", "sz3") if any(r.method == m for r in results)]
+    names = {"ours": "ours (Gaussians + layer)", "ours-base": "ours, Gaussians only", "x265": "x265",
+             "jpeg2k": "JPEG 2000", "jpegxl": "JPEG XL", "sz3": "SZ3"}
+    lines = ["| volume, bpp | " + " | ".join(names[m] for m in methods) + " |", "|---|" + "---|" * len(methods)]
+    for vname in [v for v in DEFAULT_VOLUMES if any(r.volume == v for r in results)]:
+        for t in rates:
+            row = []
+            for m in methods:
+                r = next((r for r in results if (r.volume, r.method, r.target_bpp) == (vname, m, t)), None)
+                if r is None:
+                    row.append("")
+                elif abs(r.bpp / t - 1) > 0.1:
+                    row.append(f"not reachable ({r.bpp:.3f})")
+                else:
+                    row.append(f"{r.psnr_full:.2f} / {r.ssim3d:.3f}")
+            lines.append(f"| {vname}, {t:g} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def bounded_markdown(rows: list[dict]) -> str:
     lines = ["| volume | bound | E (grey levels) | ours bytes (bpp) | SZ3 bytes (bpp) | ours / SZ3 | max error ours / SZ3 | "
              "stages |", "|---|---|---|---|---|---|---|---|"]
@@ -463,6 +484,7 @@ def main(argv=None) -> int:
                          rd_markdown(results) + "\n\nTargets (issue 13):\n\n" + "\n".join(f"- {x}" for x in lines))
         if bounded:
             _replace_between(_common.DOCS_DIR / "benchmarks.md", "max-error", bounded_markdown(bounded))
+        _replace_between(_common.ROOT / "README.md", "rd-summary", summary_markdown(results))
     plot(results, paths)
     _common.print_json_line({"results": [r.as_json() for r in results], "bounded": bounded})
     return 0
