@@ -148,34 +148,112 @@ def _payloads(data: bytes):
     return [data[b.offset : b.end] for b in bricks]
 
 
-def region_part(rows: list, repeats: int) -> None:
+def region_cases(only=None) -> list:
+    """(name, float or loaded model) for the region part: the synthetic 20,000-Gaussian benchmark
+    model, the trained float models of ``format_models/`` and the trained files ``_trained.py``
+    cached (any encoder version; none is trained here)."""
+    import _trained
+
     from napari_volmicro import container
     from napari_volmicro.synthetic import benchmark_volume
 
-    print("\ncontainer share of a 128^3 region decode: VmgFile.load_region (read, CRC, decode, checks, model), "
-          f"median of {repeats} fresh opens, ms")
-    cases = [("benchmark 20k", benchmark_volume(shape=(100, 647, 813), n=20_000))]
+    cases = [("benchmark 20k (synthetic)", lambda: benchmark_volume(shape=(100, 647, 813), n=20_000))]
     for p in sorted(MODELS.glob("*.npz")):
-        cases.append((p.stem, load_float(p)))
+        cases.append((f"{p.stem} (float)", lambda p=p: load_float(p)))
+    for name, case in _trained.cases().items():
+        path = _trained.find(case, stale_ok=True) if case.fixed is None else None
+        if path is not None:
+            cases.append((f"{name} (trained file)", lambda path=path: container.load(path)))
+    return [(n, make) for n, make in cases if only is None or any(o in n for o in only)]
+
+
+def regions_of(shape, k: int, seed: int = 0) -> list:
+    """``k`` 128^3 regions (clipped to the volume): the centre one, then random ones (seeded)."""
+    rng = np.random.default_rng(seed)
+    out = [tuple(slice(max(0, n // 2 - 64), max(0, n // 2 - 64) + min(128, n)) for n in shape)]
+    while len(out) < k:
+        starts = [int(rng.integers(0, max(0, n - 128) + 1)) for n in shape]
+        out.append(tuple(slice(a, a + min(128, n)) for a, n in zip(starts, shape)))
+    return out
+
+
+def _timed(fn, repeats: int) -> tuple[float, float]:
+    """Median CPU and wall milliseconds of ``fn()`` over ``repeats`` runs (after one warm-up)."""
+    fn()
+    cpu, wall = [], []
+    for _ in range(repeats):
+        c0, w0 = time.process_time(), time.perf_counter()
+        fn()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return 1e3 * float(np.median(cpu)), 1e3 * float(np.median(wall))
+
+
+def _reference_reader():
+    """A context in which format-3 bricks are read by the reference path (constriction + numpy, the
+    reader before the compiled one) instead of ``payload_v3.read_arrays``."""
+    import contextlib
+
+    from napari_volmicro.container import payload_v3
+
+    @contextlib.contextmanager
+    def ctx():
+        fast = payload_v3.read_arrays
+
+        def reference(buf, count, lo, where):
+            return payload_v3.decode(payload_v3.from_bytes(buf, count, lo, None, where), lo, None)
+
+        payload_v3.read_arrays = reference
+        try:
+            yield
+        finally:
+            payload_v3.read_arrays = fast
+
+    return ctx()
+
+
+def region_part(rows: list, repeats: int, n_regions: int = 5, only=None) -> None:
+    """The container's share of a 128^3 region decode (``VmgFile.load_region`` on a fresh open: read,
+    CRC, decode, checks, reach check, model) for each model and layout, and a whole load."""
+    import contextlib
+
+    from napari_volmicro import container
+    from napari_volmicro.container import writer
+
+    print("\ncontainer share of a 128^3 region decode: VmgFile.load_region on a fresh open (read, CRC, decode, "
+          f"checks, model); CPU ms, median of {repeats} per region, mean and max over {n_regions} regions (the "
+          "centre and random ones); whole: VmgFile.load. Layouts: 'one' = one brick over the volume (what save "
+          f"wrote before), 'split' = save's default (bricks of <= {writer.SPLIT_GAUSSIANS} Gaussians), "
+          "'64x128x128' = a grid. 'v3 ref' = format 3 read by the reference path (constriction + numpy)")
+    print(f"{'model':<40} {'N':>6} {'layout':>10} {'fmt':>6} {'bricks':>6} {'B/G':>6} {'read mean':>9} "
+          f"{'read max':>8} {'cpu mean':>8} {'cpu max':>8} {'wall mean':>9} {'whole cpu':>9}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, gv in cases:
-            for bricks in (None, (64, 128, 128)):
-                line = {"model": name, "bricks": "one" if bricks is None else "x".join(map(str, bricks))}
-                region = tuple(slice(max(0, n // 2 - 64), max(0, n // 2 - 64) + min(128, n)) for n in gv.shape)
-                for v in (2, 3):
-                    path = container.save(gv, Path(tmp) / f"m{v}.vmg", brick_shape=bricks, version=v)
-                    times, read_g = [], 0
-                    for _ in range(repeats + 1):
-                        vmg = container.VmgFile(path)
-                        t0 = time.perf_counter()
-                        m = vmg.load_region(region)
-                        times.append(time.perf_counter() - t0)
-                        read_g = m.n_gaussians
-                    line[f"v{v}_ms"] = 1e3 * float(np.median(times[1:]))
-                    line["gaussians_read"] = read_g
-                print(f"{name:<28} {line['bricks']:>10}: {line['gaussians_read']:>6} Gaussians read, "
-                      f"v2 {line['v2_ms']:.2f} ms, v3 {line['v3_ms']:.2f} ms", flush=True)
-                rows.append(line)
+        for name, make in region_cases(only):
+            gv = make()
+            regions = regions_of(gv.shape, n_regions)
+            for layout, bricks in (("one", gv.shape), ("split", None), ("64x128x128", (64, 128, 128))):
+                for fmt in ("v2", "v3 ref", "v3"):
+                    if fmt == "v2" and layout == "split":
+                        continue
+                    version = 2 if fmt == "v2" else 3
+                    path = container.save(gv, Path(tmp) / "m.vmg", brick_shape=bricks, version=version)
+                    ctx = _reference_reader() if fmt == "v3 ref" else contextlib.nullcontext()
+                    with ctx:
+                        times = [_timed(lambda r=r, p=path: container.VmgFile(p).load_region(r), repeats) for r in regions]
+                        whole = _timed(lambda p=path: container.VmgFile(p).load(), max(1, repeats // 2))
+                    reads = [container.VmgFile(path).load_region(r).n_gaussians for r in regions]
+                    line = {"model": name, "n": gv.n_gaussians, "layout": layout, "format": fmt,
+                            "bricks": container.read_info(path)["n_bricks"],
+                            "file_bpg": path.stat().st_size / max(1, gv.n_gaussians),
+                            "read_mean": float(np.mean(reads)), "read_max": int(np.max(reads)),
+                            "cpu_ms_mean": float(np.mean([t[0] for t in times])),
+                            "cpu_ms_max": float(np.max([t[0] for t in times])),
+                            "wall_ms_mean": float(np.mean([t[1] for t in times])), "whole_cpu_ms": whole[0]}
+                    print(f"{name:<40} {gv.n_gaussians:>6} {layout:>10} {fmt:>6} {line['bricks']:>6} "
+                          f"{line['file_bpg']:>6.2f} {line['read_mean']:>9.0f} {line['read_max']:>8} "
+                          f"{line['cpu_ms_mean']:>8.2f} {line['cpu_ms_max']:>8.2f} {line['wall_ms_mean']:>9.2f} "
+                          f"{line['whole_cpu_ms']:>9.2f}", flush=True)
+                    rows.append(line)
 
 
 def bpp_part(rows: list, steps: int, bricks: int, volumes: list) -> None:
@@ -207,6 +285,8 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", nargs="+", default=["bytes", "region"], choices=["bytes", "region", "bpp"])
     ap.add_argument("--train", nargs="*", default=[], metavar="VOLUME:BPP", help="train (and cache) these first")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--regions", type=int, default=5, help="128^3 regions per model in the region part")
+    ap.add_argument("--models", nargs="+", help="region part: only models whose name contains one of these")
     ap.add_argument("--steps", type=int, default=300, help="training steps of the bpp part")
     ap.add_argument("--bricks", type=int, default=128, help="brick size of the bpp part")
     ap.add_argument("--volumes", nargs="+", default=["purkinje_flowdec", "cellseg3d_nuclei", "bead_flowdec"])
@@ -217,7 +297,7 @@ def main(argv=None) -> int:
     if "bytes" in args.parts:
         bytes_part(rows)
     if "region" in args.parts:
-        region_part(rows, args.repeats)
+        region_part(rows, args.repeats, args.regions, args.models)
     if "bpp" in args.parts:
         bpp_part(rows, args.steps, args.bricks, args.volumes)
     print(json.dumps(rows))

@@ -110,6 +110,9 @@ def dequantize_brick(buf: bytes, count: int, lo, hi, where: str, version: int = 
     Raises ``FormatError`` (``where`` names the file and brick) for a wrong
     length, invalid codes, NaN/Inf, scales <= 0 or all-zero quaternions.
     """
+    if version == 3:
+        # every code is checked and decodes to finite values, scales > 0 and quaternions with real part 1
+        return payload_v3.read_arrays(buf, count, lo, where)
     if version == 1:
         planes = payload_v1.from_bytes(buf, count, where)
     else:
@@ -185,14 +188,15 @@ def raw_bounds(part: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     (well inside ``reader.REACH_TOLERANCE``), without building a model or full covariances:
     the half-width along axis a is ``3 sqrt(sum_j R[a, j]^2 s_j^2)``.
     """
-    from ..evaluate._kernels import CX, CZ, EX, EZ, prepare
+    from ..evaluate._kernels import CZ, EZ, prepare
+    from ._v3_kernels import box_bounds
 
-    c, q, s = (np.ascontiguousarray(part[k]) for k in ("centers", "quaternions", "scales"))
+    c = np.ascontiguousarray(part["centers"])
     if len(c) == 0:
         raise ValueError("raw_bounds of an empty brick")
+    s, q = np.ascontiguousarray(part["scales"]), np.ascontiguousarray(part["quaternions"])
     g = prepare(c, s, q, np.zeros(len(c), np.float32))  # the dense decoder's own 3-sigma half-widths
-    centre, half = g[:, CZ : CX + 1], g[:, EZ : EX + 1]
-    return (centre - half).min(axis=0), (centre + half).max(axis=0)
+    return box_bounds(g, CZ, EZ)
 
 
 # -- background section ------------------------------------------------------------------

@@ -575,20 +575,14 @@ def size(planes: np.ndarray) -> int:
     return len(to_bytes(planes))
 
 
-def from_bytes(buf: bytes, count: int, lo, hi, where: str) -> np.ndarray:
-    """Payload bytes -> (11, count) uint16 codes; every length, alphabet and code checked
-    (``FormatError`` naming ``where``)."""
-    import constriction
-
-    if count == 0:
-        if len(buf):
-            raise FormatError(f"{where}: an empty brick must have an empty payload, got {len(buf)} bytes")
-        return np.zeros((PLANES, 0), np.uint16)
+def _check_head(buf: bytes, count: int, where: str):
+    """Check a non-empty payload's length and head: ``(head fields, position shifts e, offset of
+    the raw bits)``; ``FormatError`` naming ``where``."""
     if len(buf) < min_size(count):
         raise FormatError(f"{where}: payload has {len(buf)} bytes, too short for {count} Gaussians "
                           f"(at least {min_size(count)})")
-    shifts, n_words, c0_base, c0_alpha, d1_alpha, d2_alpha, amp_base, amp_alpha = HEAD.unpack_from(buf)
-    e = unpack_shifts(shifts)
+    head = HEAD.unpack_from(buf)
+    shifts, n_words, c0_base, c0_alpha, d1_alpha, d2_alpha, amp_base, amp_alpha = head
     if shifts >> 15:
         raise FormatError(f"{where}: position shifts 0x{shifts:04x} have the reserved bit set")
     for name, alpha in (("largest scale", c0_alpha), ("scale difference 1", d1_alpha),
@@ -602,20 +596,54 @@ def from_bytes(buf: bytes, count: int, lo, hi, where: str) -> np.ndarray:
     ans_end = HEADER_SIZE + 4 * n_words
     if ans_end > len(buf):
         raise FormatError(f"{where}: its entropy-coded part ({4 * n_words} bytes) runs past the payload ({len(buf)} bytes)")
-    words = np.frombuffer(buf, "<u4", n_words, HEADER_SIZE).astype(np.uint32)
+    return head, unpack_shifts(shifts), ans_end
+
+
+def _open(buf: bytes, count: int, where: str):
+    """``_check_head`` and the payload's entropy decoder: ``(head, e, coder, ans_end)``."""
+    import constriction
+
+    head, e, ans_end = _check_head(buf, count, where)
+    words = np.frombuffer(buf, "<u4", head[1], HEADER_SIZE).astype(np.uint32)
     try:
         coder = constriction.stream.stack.AnsCoder(words)
     except Exception as exc:
         raise FormatError(f"{where}: the entropy-coded data are corrupt ({exc})") from None
+    return head, e, coder, ans_end
+
+
+def _check_tail(buf: bytes, count: int, ans_end: int, total_bits: int, where: str) -> None:
+    """The payload's length is what its ``total_bits`` raw bits need, and its padding is zero."""
+    raw_bytes = (total_bits + 7) // 8
+    natural = ans_end + raw_bytes
+    want = max(natural, min_size(count))
+    if len(buf) != want:
+        raise FormatError(f"{where}: payload has {len(buf)} bytes, its contents need {want}")
+    if total_bits % 8 and buf[ans_end + raw_bytes - 1] >> (total_bits % 8):
+        raise FormatError(f"{where}: non-zero padding bits after the raw bits")
+    if any(buf[natural:]):
+        raise FormatError(f"{where}: non-zero padding bytes at the end of the payload")
+
+
+def _split_stream(coder, n: int, alphabet: int, where: str) -> tuple[np.ndarray, int]:
+    """The coded parts of a split stream of ``n`` symbols of ``alphabet`` and its raw low bits ``k``."""
+    k = split_bits(alphabet)
+    return decode_stream(coder, n, ((alphabet - 1) >> k) + 1, where), k
+
+
+def from_bytes(buf: bytes, count: int, lo, hi, where: str) -> np.ndarray:
+    """Payload bytes -> (11, count) uint16 codes; every length, alphabet and code checked
+    (``FormatError`` naming ``where``). The reference reader (``read_arrays`` is the fast one)."""
+    if count == 0:
+        if len(buf):
+            raise FormatError(f"{where}: an empty brick must have an empty payload, got {len(buf)} bytes")
+        return np.zeros((PLANES, 0), np.uint16)
+    head, e, coder, ans_end = _open(buf, count, where)
+    _, _, c0_base, c0_alpha, d1_alpha, d2_alpha, amp_base, amp_alpha = head
     gbits = decode_stream(coder, count, GAP_ALPHABET, where)
     if np.ldexp(1.0, gbits).sum() >= 2.0**50:
         raise FormatError(f"{where}: Morton codes run past 48 bits")
-
-    def split(n, alphabet):
-        k = split_bits(alphabet)
-        return decode_stream(coder, n, ((alphabet - 1) >> k) + 1, where), k
-
-    heads = [split(count, a) for a in (c0_alpha, d1_alpha, d2_alpha, amp_alpha)]
+    heads = [_split_stream(coder, count, a, where) for a in (c0_alpha, d1_alpha, d2_alpha, amp_alpha)]
     # the rotation classes need whole scale and amplitude codes: their raw low bits come first
     raw_bits = int(gap_widths(gbits).sum()) + count * sum(k for _, k in heads)
     rest = len(buf) - ans_end
@@ -637,20 +665,12 @@ def from_bytes(buf: bytes, count: int, lo, hi, where: str) -> np.ndarray:
     if bad.any():
         raise FormatError(f"{where}: Gaussian {int(np.argmax(bad))} has an invalid amplitude code")
     codes[6] = amp
-    rot = [(q, idx, *split(3 * len(idx), 2 * q + 1)) for q, idx in rotation_classes(rotation_steps(codes[3:7]))]
+    rot = [(q, idx, *_split_stream(coder, 3 * len(idx), 2 * q + 1, where))
+           for q, idx in rotation_classes(rotation_steps(codes[3:7]))]
     if not coder.is_empty():
         raise FormatError(f"{where}: the entropy-coded data hold more than the payload's symbols")
     rot_widths = np.concatenate([np.full(3 * len(idx), k, np.int64) for _, idx, _, k in rot] + [np.zeros(0, np.int64)])
-    total = raw_bits + int(rot_widths.sum())
-    raw_bytes = (total + 7) // 8
-    natural = ans_end + raw_bytes
-    want = max(natural, min_size(count))
-    if len(buf) != want:
-        raise FormatError(f"{where}: payload has {len(buf)} bytes, its contents need {want}")
-    if total % 8 and int(raw_data[raw_bytes - 1]) >> (total % 8):
-        raise FormatError(f"{where}: non-zero padding bits after the raw bits")
-    if any(buf[natural:]):
-        raise FormatError(f"{where}: non-zero padding bytes at the end of the payload")
+    _check_tail(buf, count, ans_end, raw_bits + int(rot_widths.sum()), where)
     if len(rot_widths):
         lows = _unpack_from(raw_data, raw_bits, rot_widths)
         pos = 0
@@ -668,3 +688,39 @@ def from_bytes(buf: bytes, count: int, lo, hi, where: str) -> np.ndarray:
     codes[0:3] = demorton(m)
     codes[10] = pack_shifts(e)
     return codes.astype(np.uint16)
+
+
+@functools.lru_cache(maxsize=1)
+def _fast_tables():
+    """Constants of the fast reader (``_v3_kernels.read_payload``): the format's constants, the
+    rotation step table, and the float32 value of every scale code and amplitude magnitude code."""
+    octave = 1 << AMPLITUDE_MANTISSA_BITS
+    consts = np.array([GAP_ALPHABET, CODED_BITS, FIRST_CHUNK, COUNT_WEIGHT, SCALE_CODE_MIN, SCALE_CODE_MAX,
+                       AMPLITUDE_ZERO, AMPLITUDE_MAG_MAX, POS_FRAC_BITS, octave, octave >> SCALE_MANTISSA_BITS,
+                       (ROTATION_FULL_ENERGY + 15 + 3 * 15 // 2) * octave, 6], np.int64)
+    scale_values = _from_minifloat(np.zeros(SCALE_CODE_MAX + 1, np.int64), np.arange(SCALE_CODE_MAX + 1), _SCALE_SHIFT)
+    amp_values = _from_minifloat(np.zeros(AMPLITUDE_MAG_MAX + 1, np.int64), np.arange(AMPLITUDE_MAG_MAX + 1), _AMP_SHIFT)
+    out = (consts, np.asarray(ROTATION_STEPS, np.int64), scale_values, amp_values)
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def read_arrays(buf: bytes, count: int, lo, where: str) -> dict[str, np.ndarray]:
+    """Payload bytes -> the float32 arrays they decode to: ``decode(from_bytes(...))`` in one
+    compiled pass (``_v3_kernels.read_payload``, the entropy decoder included), every check of the
+    reference made. Where a check fails, the reference reads the payload again and raises its
+    ``FormatError``."""
+    if count == 0:
+        return decode(from_bytes(buf, count, lo, None, where), lo, None)
+    from ._v3_kernels import read_payload
+
+    consts, rot_table, scale_values, amp_values = _fast_tables()
+    head, _, ans_end = _check_head(buf, count, where)
+    status, raw_bits, centers, scales, quats, amps = read_payload(
+        np.frombuffer(buf, "<u4", head[1], HEADER_SIZE), np.frombuffer(buf, np.uint8, len(buf) - ans_end, ans_end),
+        count, head, np.asarray(lo, np.float32), consts, rot_table, scale_values, amp_values)
+    if status:
+        return decode(from_bytes(buf, count, lo, None, where), lo, None)
+    _check_tail(buf, count, ans_end, int(raw_bits), where)
+    return {"centers": centers, "scales": scales, "quaternions": quats, "amplitudes": amps}

@@ -250,7 +250,7 @@ class VmgFile:
 
     def brick_available(self, i: int) -> bool:
         """Whether brick ``i``'s payload lies inside the file (False after a truncation)."""
-        return int(self.bricks.end[i]) <= self.file_bytes
+        return int(self.bricks.offset[i]) + int(self.bricks.nbytes[i]) <= self.file_bytes
 
     @property
     def info(self) -> dict:
@@ -288,20 +288,22 @@ class VmgFile:
             raise FormatError(f"{self.name}: {exc}") from None
 
     def _load_brick(self, i: int, fh=None) -> dict:
-        b = self.bricks[i]
+        t = self.bricks  # read from its arrays: no BrickInfo per brick on this path
+        offset, nbytes, count = int(t.offset[i]), int(t.nbytes[i]), int(t.count[i])
+        end = offset + nbytes
         where = f"{self.name}: brick {i}"
-        if not self.brick_available(i):
+        if end > self.file_bytes:
             raise FormatError(
-                f"{where}: truncated: its payload needs bytes {b.offset}-{b.end - 1}, "
+                f"{where}: truncated: its payload needs bytes {offset}-{end - 1}, "
                 f"the file has {self.file_bytes} bytes"
             )
-        data = self._read(b.offset, b.nbytes, fh)
-        if crc32(data) != b.crc:
+        data = self._read(offset, nbytes, fh)
+        if crc32(data) != int(t.crc[i]):
             raise ChecksumError(
-                f"{where}: payload checksum mismatch (bytes {b.offset}-{b.end - 1} are corrupt)"
+                f"{where}: payload checksum mismatch (bytes {offset}-{end - 1} are corrupt)"
             )
-        part = dequantize_brick(data, b.count, b.pos_lo, b.pos_hi, where, self.header.version)
-        if b.count and i not in self._reach_checked:
+        part = dequantize_brick(data, count, t.pos_lo[i], t.pos_hi[i], where, self.header.version)
+        if count and i not in self._reach_checked:
             self._check_reach(i, part)
             self._reach_checked.add(i)
         return part
@@ -313,7 +315,7 @@ class VmgFile:
             self._parts.move_to_end(i)
             return part
         part = self._load_brick(i, fh)
-        count = self.bricks[i].count
+        count = int(self.bricks.count[i])
         if cache and 0 < count <= self.cache_gaussians:
             while self._parts and self._cached + count > self.cache_gaussians:
                 _, old = self._parts.popitem(last=False)
@@ -323,14 +325,12 @@ class VmgFile:
         return part
 
     def _check_reach(self, i: int, part: dict) -> None:
-        b = self.bricks[i]
+        reach_lo, reach_hi = self.bricks.reach_lo[i].astype(np.float64), self.bricks.reach_hi[i].astype(np.float64)
         lo, hi = raw_bounds(part)
-        if np.any(lo < np.asarray(b.reach_lo) - REACH_TOLERANCE) or np.any(
-            hi > np.asarray(b.reach_hi) + REACH_TOLERANCE
-        ):
+        if (lo < reach_lo - REACH_TOLERANCE).any() or (hi > reach_hi + REACH_TOLERANCE).any():
             raise FormatError(
                 f"{self.name}: brick {i}: its Gaussians reach {_fmt(lo)}..{_fmt(hi)}, "
-                f"outside the stored reach box {_fmt(b.reach_lo)}..{_fmt(b.reach_hi)}"
+                f"outside the stored reach box {_fmt(reach_lo)}..{_fmt(reach_hi)}"
             )
 
     def _indices(self, indices) -> list[int]:

@@ -80,10 +80,56 @@ def _check_model(gv) -> GaussianVolume:
     return gv
 
 
+#: ``save`` without a ``brick_shape`` keeps a model of at most this many Gaussians in one brick and
+#: splits a larger one (``split_bricks``)
+SPLIT_GAUSSIANS = 4096
+#: a brick is not split where its longest side would fall below this many voxels
+SPLIT_MIN_SIDE = 32
+
+
+def split_bricks(shape, voxels: np.ndarray, *, max_gaussians: int = SPLIT_GAUSSIANS,
+                 min_side: int = SPLIT_MIN_SIDE) -> list[tuple[tuple, tuple, np.ndarray]]:
+    """Cores ``[lo, hi)`` (voxel indices, ZYX) and member indices of the bricks of a volume of
+    ``shape`` whose Gaussians lie in ``voxels`` ((N, 3) int64 voxel indices inside the volume):
+    a box with more than ``max_gaussians`` is halved across its longest side (Z first on ties) at
+    ``lo + side // 2``, unless the halves would be shorter than ``min_side``; empty boxes are left
+    out. Depth first, lower half first (neighbouring bricks are neighbours in the file); members
+    keep their order. A box's fate depends only on which voxels its Gaussians lie in, so a model
+    whose decoded centres stay in their voxels' bricks splits the same way again."""
+    out = []
+    stack = [((0, 0, 0), tuple(int(v) for v in shape), np.arange(len(voxels)))]
+    while stack:
+        lo, hi, idx = stack.pop()
+        if len(idx) == 0:
+            continue
+        side = [b - a for a, b in zip(lo, hi)]
+        axis = int(np.argmax(side))
+        if len(idx) <= max_gaussians or side[axis] < 2 * min_side:
+            out.append((lo, hi, idx))
+            continue
+        mid = lo[axis] + side[axis] // 2
+        below = voxels[idx, axis] < mid
+        upper_lo = tuple(mid if a == axis else v for a, v in enumerate(lo))
+        lower_hi = tuple(mid if a == axis else v for a, v in enumerate(hi))
+        stack.append((upper_lo, hi, idx[~below]))
+        stack.append((lo, lower_hi, idx[below]))
+    return out
+
+
+def _centre_voxels(gv: GaussianVolume) -> np.ndarray:
+    """(N, 3) int64 voxel index of each centre, clamped to the volume (centre ``c`` lies in voxel
+    ``floor(c + 0.5)``)."""
+    v = np.floor(gv.centers.astype(np.float64) + 0.5)
+    return np.clip(v, 0, np.asarray(gv.shape) - 1).astype(np.int64)
+
+
 def _plan(gv: GaussianVolume, brick_shape) -> list[_PlannedBrick]:
     shape = gv.shape
     if brick_shape is None:
-        return [_PlannedBrick((0, 0, 0), shape, np.arange(gv.n_gaussians))]
+        if gv.n_gaussians <= SPLIT_GAUSSIANS:
+            return [_PlannedBrick((0, 0, 0), shape, np.arange(gv.n_gaussians))]
+        split = split_bricks(shape, _centre_voxels(gv), max_gaussians=SPLIT_GAUSSIANS, min_side=SPLIT_MIN_SIDE)
+        return [_PlannedBrick(lo, hi, idx) for lo, hi, idx in split]
     try:
         bs = tuple(int(b) for b in brick_shape)
     except (TypeError, ValueError):
