@@ -6,7 +6,9 @@ voxel units (METHOD-NOTES 2):
 - centre  = -0.5 + shape * sigmoid(raw_position)   (inside the volume extent)
 - scale   = softplus(raw_scale)                    (voxels, > 0)
 - quat    = raw_rotation / |raw_rotation|          (w, a, b, c)
-- amplitude = sigmoid(raw_amplitude)               (model units, in (0, 1))
+- amplitude = sign * sigmoid(raw_amplitude)        (model units, in (-1, 1); ``sign`` is a
+  +-1 buffer, +1 unless built from negative amplitudes: training moves magnitudes,
+  the encoder's closed-form solve and relocation set signs)
 
 Importing this module imports torch; the rest of the core library does not.
 """
@@ -47,9 +49,9 @@ class GaussianParameters(nn.Module):
         self.raw_position = nn.Parameter(torch.tensor(_logit(pos), dtype=torch.float32, device=device))
         self.raw_scale = nn.Parameter(torch.tensor(_softplus_inv(scales), dtype=torch.float32, device=device))
         self.raw_rotation = nn.Parameter(torch.tensor(q, dtype=torch.float32, device=device))
-        self.raw_amplitude = nn.Parameter(
-            torch.tensor(_logit(amplitudes), dtype=torch.float32, device=device).reshape(-1)
-        )
+        a = np.asarray(amplitudes, np.float64).reshape(-1)
+        self.raw_amplitude = nn.Parameter(torch.tensor(_logit(np.abs(a)), dtype=torch.float32, device=device))
+        self.register_buffer("sign", torch.tensor(np.where(a < 0, -1.0, 1.0), dtype=torch.float32, device=device))
 
     @classmethod
     def from_volume(cls, gv: GaussianVolume, device=None) -> GaussianParameters:
@@ -73,8 +75,8 @@ class GaussianParameters(nn.Module):
         return self.raw_rotation / self.raw_rotation.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     def amplitudes(self) -> torch.Tensor:
-        """(N,) amplitudes in model units."""
-        return torch.sigmoid(self.raw_amplitude)
+        """(N,) amplitudes in model units (signed)."""
+        return self.sign * torch.sigmoid(self.raw_amplitude)
 
     def rotations(self) -> torch.Tensor:
         """(N, 3, 3) rotation matrices; columns are principal axes."""

@@ -59,6 +59,12 @@ SAMPLE_VALUES = 1 << 16
 BACKGROUND_BUDGET = 0.04
 #: the encoder fits this times the Gaussians the halo's foreground suggests (extra ones are pruned)
 ENCODE_MARGIN = 1.0
+#: a brick is pure background when its maximum is within this many noise sigmas of its level
+BACKGROUND_SIGMAS = 6.0
+#: bins per bit of the histograms of log2(deviation^2) that ``rate_shares`` works on
+RATE_BINS_PER_BIT = 4
+#: each brick trains this fraction more Gaussians than the size model says its bytes hold
+BUDGET_MARGIN = 0.1
 DEFAULT_BRICK = 256
 DEFAULT_HALO = 16
 
@@ -83,6 +89,7 @@ class BrickStats:
     level: float
     core_sample: np.ndarray  # sorted float64
     read_sample: np.ndarray  # sorted float64
+    noise: float = 0.0  # voxel-scale noise sigma of the core (``encode.gate.noise_sigma``), original units
 
 
 # -- tasks (run on workers) ---------------------------------------------------------------
@@ -104,7 +111,9 @@ def brick_stats_task(volume: ChunkedVolume, brick: Brick) -> BrickStats:
     thr = med + OCCUPANCY_FRACTION * (core_max - med)
     below = cs[cs <= thr]
     level = float(below.mean()) if below.size else float(cs.mean())
-    return BrickStats(brick.index, core_max, level, cs, _sample(data))
+    from ..encode.gate import noise_sigma
+
+    return BrickStats(brick.index, core_max, level, cs, _sample(data), noise_sigma(core))
 
 
 def _set_threads(threads: int | None) -> None:
@@ -211,6 +220,46 @@ def quantize_part(model, brick: Brick, node_index, node_values, stats=()) -> Bri
 # -- planning ------------------------------------------------------------------------------
 
 
+def _log_deviation_histograms(stats: list[BrickStats], samples: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per brick, a histogram of ``log2((v - level)^2)`` over its core or read ``samples`` ("core_sample" or
+    "read_sample"), each count standing for the voxels one sample value represents; and the bin centres
+    (bits)."""
+    lo, hi = -40, 72  # log2 of squared deviations: covers float32 data and every integer dtype
+    edges = np.arange(lo, hi + 1e-9, 1.0 / RATE_BINS_PER_BIT)
+    hist = np.zeros((len(stats), len(edges) - 1))
+    for s in stats:
+        v = getattr(s, samples)
+        d2 = (np.asarray(v, np.float64) - s.level) ** 2
+        d2 = d2[d2 > 0]
+        if d2.size:
+            hist[s.index] = np.histogram(np.log2(d2), bins=edges)[0] / max(1, getattr(s, samples).size)
+    return hist, 0.5 * (edges[:-1] + edges[1:])
+
+
+def water_level(hist: np.ndarray, centres: np.ndarray, voxels: np.ndarray, total_bits: float) -> float:
+    """``log2 D`` at which an ideal coder spends ``total_bits`` on these bricks (reverse water-filling).
+
+    A voxel deviating by ``d`` from its brick's level is worth ``max(0, log2(d^2 / D) / 2)`` bits at
+    distortion ``D``; ``D`` is found by bisection on ``log2 D``. ``hist``: (bricks, bins) fractions
+    of each brick's voxels per ``log2(d^2)`` bin (``centres``, bits); ``voxels``: voxels per brick.
+    """
+    per_bin = (hist * np.asarray(voxels, np.float64)[:, None]).sum(0)
+    lo, hi = float(centres[0]) - 2.0 * total_bits / max(float(per_bin.sum()), 1.0) - 1.0, float(centres[-1])
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if float((per_bin * np.maximum(0.0, 0.5 * (centres - mid))).sum()) > total_bits:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def bits_at(hist: np.ndarray, centres: np.ndarray, voxels: np.ndarray, log_d: float) -> np.ndarray:
+    """Bits per brick at distortion ``2 ** log_d`` (see ``water_level``)."""
+    per_voxel = (hist * np.maximum(0.0, 0.5 * (centres - log_d))[None, :]).sum(1)
+    return per_voxel * np.asarray(voxels, np.float64)
+
+
 def _budget_bytes(n_voxels: int, itemsize: int, bpp, ratio, gaussians) -> int | None:
     from ..encode.budget import budget_bytes
 
@@ -270,22 +319,30 @@ def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, r
     gmax = float(maxes.max())
     offset = float(levels.min())
     scale = gmax - offset if gmax - offset > 1e-12 * max(1.0, abs(gmax)) else 1.0
-    thr = levels + OCCUPANCY_FRACTION * (gmax - levels)
-    background = maxes <= thr
-    fg_core, fg_read = np.zeros(n_b), np.zeros(n_b)
-    for s, t in zip(stats, thr):
-        b = grid[s.index]
-        if background[s.index]:
-            continue
-        frac_core = (s.core_sample.size - np.searchsorted(s.core_sample, t, side="right")) / s.core_sample.size
-        frac_read = (s.read_sample.size - np.searchsorted(s.read_sample, t, side="right")) / s.read_sample.size
-        floor = b.core_voxels / s.core_sample.size  # a bright spot the sample missed still counts
-        fg_core[s.index] = max(frac_core * b.core_voxels, floor)
-        read_vox = int(np.prod(b.read_shape))
-        fg_read[s.index] = max(frac_read * read_vox, fg_core[s.index])
+    noise = np.array([s.noise for s in stats])
+    # pure background: nothing rises above the brick's own level by more than its noise could
+    # (whatever the brightest voxel elsewhere; the occupancy rule relative to the global maximum
+    # called textured tissue background when a few voxels elsewhere were bright)
+    background = maxes <= levels + BACKGROUND_SIGMAS * noise
     n_vox = int(np.prod(grid.shape, dtype=np.int64))
     budget = _budget_bytes(n_vox, itemsize, bpp, ratio, gaussians)
     field_shape, node_points = plan_field(grid.shape, budget)
+    # budget shares: the bits an ideal coder of the same budget would spend on each brick
+    # (``water_level``): where the error would be, with diminishing returns, so a few hot voxels
+    # are worth a few dozen bits (by energy they would take half the budget) and textured tissue
+    # or sparse bright structure many. A Gaussian-count budget counts 64 bits a Gaussian.
+    total_bits = 8.0 * budget if budget is not None else 64.0 * int(gaussians)
+    core_vox = np.array([b.core_voxels for b in grid], np.float64)
+    read_vox = np.array([np.prod(b.read_shape) for b in grid], np.float64)
+    hist_core, centres = _log_deviation_histograms(stats, "core_sample")
+    hist_read, _ = _log_deviation_histograms(stats, "read_sample")
+    hist_core[background] = 0.0
+    hist_read[background] = 0.0
+    log_d = water_level(hist_core, centres, core_vox, total_bits)
+    fg_core = bits_at(hist_core, centres, core_vox, log_d)
+    # the read box (core + halo) at the same distortion: the count each brick's encoder fits
+    fg_read = bits_at(hist_read, centres, read_vox, log_d)
+    fg_read = np.maximum(fg_read, fg_core)
     if budget is None:
         n_brick = split_budget(int(gaussians), fg_core)
         brick_bytes = None
@@ -299,9 +356,10 @@ def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, r
                 f"({n_b} bricks) and background field; use larger bricks or a larger --bpp/--ratio"
             )
         # each brick gets a share of the payload bytes (encode_brick_task prunes it to fit exactly)
-        # and trains about as many Gaussians as a typical share of that size holds
+        # and trains the size model's count for that share plus a margin
         brick_bytes = split_budget(budget - fixed, fg_core)
-        n_brick = np.array([gaussians_for_payload(b, grid.brick_shape) for b in brick_bytes], np.int64)
+        n_brick = np.array([math.ceil(gaussians_for_payload(b, grid.brick_shape) * (1.0 + BUDGET_MARGIN))
+                            for b in brick_bytes], np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         grow = np.where(fg_core > 0, fg_read / np.maximum(fg_core, 1e-12), 1.0)
     # the encoder also fits the halo; fit a little more than the core's share, then prune by mass
@@ -543,7 +601,8 @@ def _run_stats(client, vol: ChunkedVolume, grid: BrickGrid, staging: Staging, st
             with np.load(path, allow_pickle=False) as z:
                 n = len(grid)
                 if len(z["core_max"]) == n:
-                    return [BrickStats(i, float(z["core_max"][i]), float(z["level"][i]), z[f"c{i}"], z[f"r{i}"])
+                    return [BrickStats(i, float(z["core_max"][i]), float(z["level"][i]), z[f"c{i}"], z[f"r{i}"],
+                                       float(z["noise"][i]))
                             for i in range(n)]
         except (OSError, ValueError, KeyError):
             pass
@@ -564,7 +623,7 @@ def _run_stats(client, vol: ChunkedVolume, grid: BrickGrid, staging: Staging, st
             if len(stats) < len(futures):
                 client.cancel(futures)
     stats = sorted(stats, key=lambda s: s.index)
-    arrays = {"core_max": np.array([s.core_max for s in stats]), "level": np.array([s.level for s in stats])}
+    arrays = {key: np.array([getattr(s, key) for s in stats]) for key in ("core_max", "level", "noise")}
     for s in stats:
         arrays[f"c{s.index}"] = s.core_sample
         arrays[f"r{s.index}"] = s.read_sample

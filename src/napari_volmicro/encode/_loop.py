@@ -13,9 +13,9 @@ from ..gaussians_torch import GaussianParameters
 from ..intensity import IntensityMapping
 from . import budget as budgets
 from . import losses
-from .densify import GradEMA, densify_step, relocate_step, resize
+from .densify import GradEMA, densify_step, relocate_step, residual_score, resize, spawn_step
 from .field import on_lattice
-from .gate import make_gate, occupancy_threshold
+from .gate import make_gate, noise_sigma, occupancy_threshold
 from .init import init_from_data, init_uniform
 from .splat import Lattice, prec6_from_matrices, splat_loss
 
@@ -68,8 +68,15 @@ class TrainingLoop:
         else:
             self.mask = None
             occupied = v > 0
+        self.noise = noise_sigma(v)  # model units
+        if cfg.spend_everywhere:
+            occupied = v > cfg.init_noise_k * self.noise
         self.weights = losses.edge_weight_map(v, cfg.w_base, cfg.w_edge) if cfg.edge_weights else None
-        n0 = cfg.init_absolute if cfg.init_absolute is not None else int(round(cfg.init_count * tr.n_budget))
+        # a byte budget's count is an estimate: train a few more, and prune to the exact size (``_prune_to_budget``)
+        self.n_target = tr.n_budget
+        if tr.budget_bytes is not None and tr.n_budget > 0:
+            self.n_target = int(math.ceil(tr.n_budget * (1.0 + cfg.budget_margin)))
+        n0 = cfg.init_absolute if cfg.init_absolute is not None else int(round(cfg.init_count * self.n_target))
         if tr.n_budget == 0:
             n0 = 0
         init_lat = Lattice.make(self.shape, stride=cfg.stride)
@@ -77,7 +84,8 @@ class TrainingLoop:
             sig = cfg.init_sigma if cfg.init_sigma is not None else 0.1
             c, s, q, a = init_uniform(v, n0, rng, sigma=sig, lattice=init_lat)
         else:
-            c, s, q, a = init_from_data(v, occupied, n0, rng, lattice=init_lat)
+            floor = cfg.init_noise_k * self.noise if cfg.spend_everywhere else 0.0
+            c, s, q, a = init_from_data(v, occupied, n0, rng, lattice=init_lat, floor=floor)
         # torch device of the parameters, optimiser and lattice data; ``kernels``: which footprint kernels
         self.kernels = tr.device
         dev = self.dev = "cpu" if tr.device == "cpu" else _gpu_torch_device()
@@ -103,6 +111,7 @@ class TrainingLoop:
         self._cache = {}
         self._zeros = {}
         self._device_cache = {}
+        self.solve_log = []
         # cache every lattice offset's data when that costs at most ~2 volumes of memory
         self._cache_ok = int(np.prod(cfg.stride)) <= 8
 
@@ -118,7 +127,8 @@ class TrainingLoop:
         weight = edge weight x (1 inside the gate, ``background_sample`` outside),
         normalised so the loss is a weighted mean over the loss's voxels.
         """
-        hit = self._cache.get(lat.offset)
+        key = (lat.offset, lat.stride)
+        hit = self._cache.get(key)
         if hit is not None:
             return hit
         cfg, sl = self.cfg, lat.slices
@@ -134,8 +144,8 @@ class TrainingLoop:
             count = float(lat.size)
         w /= max(count, 1.0)
         hit = (np.ascontiguousarray(t.cpu().numpy(), np.float32), np.ascontiguousarray(w, np.float32))
-        if self._cache_ok:
-            self._cache[lat.offset] = hit
+        if self._cache_ok and lat.stride == tuple(cfg.stride):
+            self._cache[key] = hit
         return hit
 
     def _lattice_tensors(self, lat):
@@ -199,33 +209,102 @@ class TrainingLoop:
     # -- schedule -----------------------------------------------------------------
 
     def _maintain(self, step, lat, diff):
-        cfg, tr = self.cfg, self.tr
+        cfg = self.cfg
         main_steps = self.main_steps
         if cfg.relocate and step > 0 and step % cfg.relocate_every == 0 and step < cfg.relocate_until * main_steps:
             res = -(diff.cpu().numpy() if torch.is_tensor(diff) else diff)
-            if self.mask is not None:
+            score = signs = None
+            if cfg.spend_everywhere:
+                score, smooth = residual_score(res, lat.shape, signed=cfg.signed_amplitudes)
+                signs = smooth if cfg.signed_amplitudes else None
+            elif self.mask is not None:
                 res = res * np.ascontiguousarray(self.mask[lat.slices]).reshape(-1)
-
-            def points(idx):
-                zyx = np.stack(np.unravel_index(idx, lat.shape), 1).astype(np.float64)
-                return np.asarray(lat.offset) + np.asarray(lat.stride) * zyx
-
-            relocate_step(self.params, self.opt, res, points, cfg.relocate_fraction, self.rng)
+            relocate_step(self.params, self.opt, res, _points(lat), cfg.relocate_fraction, self.rng, score=score,
+                          signs=signs)
         if (cfg.densify and cfg.densify_from <= step <= cfg.densify_until and step % cfg.densify_every == 0
                 and step < main_steps):
-            cap = int(math.ceil(cfg.growth * max(tr.n_budget, self.n_initial)))
+            self._update_target()
+            cap = int(math.ceil(cfg.growth * max(self.n_target, self.n_initial)))
             densify_step(
                 self.params, self.opt, self.ema, tau_grad=cfg.tau_grad, grad_quantile=cfg.grad_quantile,
                 tau_size=self.tau_size, tau_prune=cfg.tau_prune, s_max=self.s_max, max_n=cap, rng=self.rng,
             )
-        if step == main_steps - 1 and len(self.params) > tr.n_budget:
+            deficit = self.n_target - len(self.params)
+            if cfg.spend_everywhere and deficit > 0:  # pruned ones come back where the error is
+                res = -(diff.cpu().numpy() if torch.is_tensor(diff) else diff)
+                score, smooth = residual_score(res, lat.shape, signed=cfg.signed_amplitudes)
+                spawn_step(self.params, self.opt, self.ema, res, score, _points(lat), deficit, self.rng,
+                           signs=smooth if cfg.signed_amplitudes else None)
+        if step == main_steps - 1:
             self._prune_to_budget()
+        if cfg.solve_every and step > 0 and step % cfg.solve_every == 0:
+            self._solve(self._lattice(), cfg.solve_iterations)
+
+    @torch.no_grad()
+    def _solve(self, lat, iterations):
+        """Closed-form amplitudes and field on ``lat`` (``solve.py``); kept only if the loss falls."""
+        from .solve import FieldOperator, solve_linear
+
+        p = self.params
+        if len(p) == 0 and self.field is None:
+            return
+        t, wm = self._lattice_data(lat)
+        scales = p.scales().double()
+        rot = p.rotations().double()
+        prec = (rot * (scales**-2)[:, None, :]) @ rot.transpose(1, 2)
+        cov_diag = ((rot * rot) * (scales**2)[:, None, :]).sum(2)
+        half = (3.0 * torch.sqrt(cov_diag)).cpu().numpy()
+        fop = None if self.field is None else FieldOperator(self.field.shape, self.shape, lat)
+        f0 = None if self.field is None else self.field.detach().double().cpu().numpy()
+        amps, field, before, after = solve_linear(
+            p.centers().double().cpu().numpy(), prec6_from_matrices(prec).cpu().numpy(), half,
+            scales.cpu().numpy(), lat, t, wm, amps0=p.amplitudes().double().cpu().numpy(), field0=f0,
+            field_op=fop, iterations=iterations, nonneg=not self.cfg.signed_amplitudes,
+        )
+        self.solve_log.append((before, after))
+        if not after < before:
+            return
+        from ..gaussians_torch import _logit
+
+        p.raw_amplitude.data[:] = torch.as_tensor(_logit(np.clip(np.abs(amps), 1e-6, 0.95)), dtype=p.raw_amplitude.dtype)
+        p.sign[:] = torch.as_tensor(np.where(amps < 0, -1.0, 1.0), dtype=p.sign.dtype)
+        st = self.opt.state.get(p.raw_amplitude)
+        if st:
+            st["exp_avg"].zero_()
+        if field is not None:
+            self.field.data[:] = torch.as_tensor(field.reshape(self.field.shape), dtype=self.field.dtype)
+            st = self.opt.state.get(self.field)
+            if st:
+                st["exp_avg"].zero_()
+
+    @torch.no_grad()
+    def _update_target(self):
+        """Aim ``n_target`` at the count the byte budget holds at the current model's measured
+        bytes per Gaussian (the stored size depends on the parameters: entropy-coded), plus the
+        margin; the exact fit comes at the final prune. Densification fills up to it."""
+        tr, n = self.tr, len(self.params)
+        if tr.budget_bytes is None or n < 16:
+            return
+        gv = self._model()
+        base = budgets.file_size(gv.subset(np.zeros(0, np.int64)))
+        per = (budgets.file_size(gv) - base) / n
+        if per <= 0:
+            return
+        fit = (tr.budget_bytes - base) / per
+        self.n_target = max(1, int(math.ceil(fit * (1.0 + self.cfg.budget_margin))))
 
     @torch.no_grad()
     def _prune_to_budget(self):
+        """Keep the most massive ``n_target`` Gaussians, then as many as the byte budget holds exactly."""
         gv = self._model()
-        mass = budgets.importance(gv)
-        keep = np.sort(np.argsort(-mass, kind="stable")[: self.tr.n_budget])
+        order = np.argsort(-budgets.importance(gv), kind="stable")
+        n = min(len(order), self.n_target)
+        if self.tr.budget_bytes is not None:
+            # a little under the budget, so the fine-tuned model still fits at the end (one size check)
+            n = largest_fitting(gv, order, n, self.tr.budget_bytes * (1.0 - FIT_SLACK))
+        if n == len(order):
+            return
+        keep = np.sort(order[:n])
         keep_t = torch.as_tensor(keep, dtype=torch.long)
         resize(self.params, self.opt, keep_t)
         self.ema.resize(keep_t, 0)
@@ -286,10 +365,16 @@ class TrainingLoop:
                 yield _snapshot(done_steps, total, loss, psnr, len(self.params), elapsed, eta, False, False, model)
         else:
             step = total
+        if cfg.final_solve and not stopped:
+            self._solve(Lattice.make(self.shape), cfg.solve_iterations)
         gv = self._model()
-        if gv.n_gaussians > tr.n_budget:
-            gv = budgets.prune_to_count(gv, tr.n_budget)
-        gv = budgets.fit_budget(gv, tr.budget_bytes)
+        if tr.budget_bytes is None:
+            gv = budgets.prune_to_count(gv, self.n_target)
+        else:  # fits already after the prune (one size evaluation), unless stopped before it
+            order = np.argsort(-budgets.importance(gv), kind="stable")
+            n = largest_fitting(gv, order, min(gv.n_gaussians, self.n_target), tr.budget_bytes)
+            if n < gv.n_gaussians:
+                gv = gv.subset(np.sort(order[:n]))
         self.result = gv
         elapsed = time.perf_counter() - t0
         psnr = 10 * math.log10(self.peak**2 / mse) if mse > 0 and self.peak > 0 else float("inf")
@@ -300,6 +385,51 @@ def _gpu_torch_device():
     from ..gpu import torch_device
 
     return torch_device()
+
+
+#: the prune before fine-tuning fits this fraction under the byte budget (fine-tuning may grow the
+#: entropy-coded size a little; the final ``fit_budget`` then needs one size evaluation)
+FIT_SLACK = 0.002
+
+
+def largest_fitting(gv: GaussianVolume, order: np.ndarray, n_max: int, budget: float, tol: float = 0.001) -> int:
+    """About the largest count N <= ``n_max`` whose ``order[:N]`` subset of ``gv`` fits in ``budget`` bytes
+    (within ``tol`` of the count, never over the budget).
+
+    Stored size grows almost linearly with N (nested subsets), so each step interpolates between the
+    bracket's ends, kept at least 1/8 of the bracket inside them: a few size evaluations instead of
+    bisection's log2(n) (each one entropy-codes the model).
+    """
+
+    def size(n):
+        return budgets.file_size(gv.subset(np.sort(order[:n])))
+
+    hi, s_hi = n_max, size(n_max)
+    if s_hi <= budget:
+        return n_max
+    lo, s_lo = 0, size(0)
+    if s_lo > budget:
+        return 0
+    while hi - lo > max(1, int(tol * hi)):
+        guess = lo + (budget - s_lo) * (hi - lo) / max(s_hi - s_lo, 1e-9)
+        margin = (hi - lo) // 8
+        n = int(min(max(round(guess), lo + max(1, margin)), hi - max(1, margin)))
+        s_n = size(n)
+        if s_n <= budget:
+            lo, s_lo = n, s_n
+        else:
+            hi, s_hi = n, s_n
+    return lo
+
+
+def _points(lat):
+    """Flat lattice indices -> (k, 3) voxel coordinates."""
+
+    def points(idx):
+        zyx = np.stack(np.unravel_index(idx, lat.shape), 1).astype(np.float64)
+        return np.asarray(lat.offset) + np.asarray(lat.stride) * zyx
+
+    return points
 
 
 def _snapshot(*args):

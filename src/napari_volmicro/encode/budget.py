@@ -76,8 +76,8 @@ def gaussians_for_bytes(template: GaussianVolume, budget: int) -> int:
 
 
 def importance(gv: GaussianVolume) -> np.ndarray:
-    """Mass of each Gaussian: amplitude x volume of its ellipsoid (model units x voxel^3)."""
-    return gv.amplitudes.astype(np.float64) * np.prod(gv.scales.astype(np.float64), axis=1)
+    """Mass of each Gaussian: |amplitude| x volume of its ellipsoid (model units x voxel^3)."""
+    return np.abs(gv.amplitudes.astype(np.float64)) * np.prod(gv.scales.astype(np.float64), axis=1)
 
 
 def prune_to_count(gv: GaussianVolume, n: int) -> GaussianVolume:

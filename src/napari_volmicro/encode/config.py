@@ -87,6 +87,16 @@ class TrainConfig:
     relocate_until: float = 0.85  # fraction of steps
     # budget
     fine_tune_fraction: float = 0.1  # steps after the final prune (fraction of total)
+    budget_margin: float = 0.05  # a byte budget trains this fraction more than its estimated count, then fits exactly
+    # where the Gaussians go: everywhere the error is (True), or inside the occupancy gate (False;
+    # the gate's threshold misses textured tissue whose few bright voxels set the maximum)
+    spend_everywhere: bool = True
+    init_noise_k: float = 2.0  # "everywhere" init samples voxels above this many noise sigmas
+    signed_amplitudes: bool = False  # amplitudes of either sign (dark structure, texture around a mean)
+    # closed-form amplitudes and background field (solve.py): every this many steps (0: never)
+    solve_every: int = 0
+    solve_iterations: int = 12
+    final_solve: bool = False  # one more solve on the full grid after the last step
 
 
 PRESETS: dict[str, TrainConfig] = {

@@ -28,9 +28,11 @@ RAW = ("raw_position", "raw_scale", "raw_rotation", "raw_amplitude")
 
 
 def raw_rows(shape, centers, scales, quats, amps) -> dict[str, torch.Tensor]:
-    """Raw parameter rows for activated values (via ``GaussianParameters``' own inverse)."""
+    """Raw parameter rows (and amplitude signs) for activated values (via ``GaussianParameters``' own inverse)."""
     gp = GaussianParameters(shape, centers, scales, quats, amps)
-    return {name: getattr(gp, name).data for name in RAW}
+    rows = {name: getattr(gp, name).data for name in RAW}
+    rows["sign"] = gp.sign
+    return rows
 
 
 def resize(params: GaussianParameters, opt: torch.optim.Optimizer, keep: torch.Tensor,
@@ -53,6 +55,10 @@ def resize(params: GaussianParameters, opt: torch.optim.Optimizer, keep: torch.T
         for group in opt.param_groups:
             group["params"] = [p if q is old else q for q in group["params"]]
         setattr(params, name, p)
+    sign = params.sign[keep]
+    if new is not None:
+        sign = torch.cat([sign, new["sign"].to(sign)], 0)
+    params.sign = sign.contiguous()
 
 
 def reset_rows(params: GaussianParameters, opt: torch.optim.Optimizer, rows: torch.Tensor,
@@ -65,6 +71,7 @@ def reset_rows(params: GaussianParameters, opt: torch.optim.Optimizer, rows: tor
         if st:
             st["exp_avg"][rows] = 0
             st["exp_avg_sq"][rows] = 0
+    params.sign[rows] = values["sign"].to(params.sign)
 
 
 class GradEMA:
@@ -113,7 +120,7 @@ def densify_step(params, opt, ema: GradEMA, *, tau_grad, grad_quantile, tau_size
     if tau_grad is None:
         hot &= g > 0
     smax = scales.max(1)
-    prune = (amps < tau_prune) | (smax > s_max)
+    prune = (np.abs(amps) < tau_prune) | (smax > s_max)
     hot &= ~prune
     small = hot & (smax < tau_size)
     large = hot & ~small
@@ -154,31 +161,78 @@ def densify_step(params, opt, ema: GradEMA, *, tau_grad, grad_quantile, tau_size
     return stats
 
 
-@torch.no_grad()
-def relocate_step(params, opt, residual: np.ndarray, lattice_points, fraction: float, rng: np.random.Generator,
-                  sigma: float = 1.0) -> int:
-    """Move the ``fraction`` least-massive Gaussians to where ``residual`` (target - model) is largest.
-
-    ``residual`` is flat over the lattice; ``lattice_points(idx)`` maps flat indices to (k, 3)
-    voxel coordinates. Returns the number moved.
-    """
-    n = len(params)
-    k = int(np.ceil(fraction * n)) if n else 0
-    pos = np.flatnonzero(residual > 0)
+def _placements(residual, score, lattice_points, k, rng, sigma, signs=None):
+    """``k`` new Gaussians (centres, scales, quaternions, amplitudes) at lattice voxels drawn
+    with probability proportional to ``score``; amplitude = the residual there, or its
+    magnitude times the sign of ``signs`` there (flat) when given."""
+    pos = np.flatnonzero(score > 0)
     k = min(k, pos.size)
     if k == 0:
-        return 0
-    amps = params.amplitudes().double().cpu().numpy()
-    mass = amps * params.scales().double().prod(1).cpu().numpy()
-    rows = np.argsort(mass, kind="stable")[:k]
-    p = residual[pos].astype(np.float64) ** 2
+        return None
+    p = score[pos].astype(np.float64)
     p /= p.sum()
     pick = rng.choice(pos, size=k, replace=False, p=p)
     centers = lattice_points(pick) + rng.uniform(-0.25, 0.25, size=(k, 3))
-    centers = np.clip(centers, -0.5, np.asarray(params.shape) - 0.5)
     scales = np.full((k, 3), sigma)
     quats = np.zeros((k, 4))
     quats[:, 0] = 1.0
-    a = np.clip(residual[pick].astype(np.float64), 1e-3, 0.95)
+    r = residual[pick].astype(np.float64)
+    a = np.clip(np.abs(r) if signs is not None else r, 1e-3, 0.95)
+    if signs is not None:
+        a *= np.where(signs[pick] < 0, -1.0, 1.0)
+    return centers, scales, quats, a
+
+
+@torch.no_grad()
+def relocate_step(params, opt, residual: np.ndarray, lattice_points, fraction: float, rng: np.random.Generator,
+                  sigma: float = 1.0, score: np.ndarray | None = None, signs: np.ndarray | None = None) -> int:
+    """Move the ``fraction`` least-massive Gaussians to where ``residual`` (target - model) is largest.
+
+    ``residual`` is flat over the lattice; ``lattice_points(idx)`` maps flat indices to (k, 3)
+    voxel coordinates. ``score`` (flat, >= 0): where to place them, probability proportional to
+    it (default: the squared positive residual); ``signs`` (flat): signed amplitudes with these signs.
+    Returns the number moved.
+    """
+    n = len(params)
+    k = int(np.ceil(fraction * n)) if n else 0
+    if score is None:
+        score = np.where(residual > 0, residual.astype(np.float64) ** 2, 0.0)
+    new = _placements(residual, score, lattice_points, k, rng, sigma, signs) if k else None
+    if new is None:
+        return 0
+    centers, scales, quats, a = new
+    k = len(a)
+    centers = np.clip(centers, -0.5, np.asarray(params.shape) - 0.5)
+    amps = np.abs(params.amplitudes().double().cpu().numpy())
+    mass = amps * params.scales().double().prod(1).cpu().numpy()
+    rows = np.argsort(mass, kind="stable")[:k]
     reset_rows(params, opt, torch.as_tensor(rows, dtype=torch.long), raw_rows(params.shape, centers, scales, quats, a))
     return k
+
+
+@torch.no_grad()
+def spawn_step(params, opt, ema: GradEMA, residual: np.ndarray, score: np.ndarray, lattice_points, k: int,
+               rng: np.random.Generator, sigma: float = 1.0, signs: np.ndarray | None = None) -> int:
+    """Add ``k`` Gaussians where ``score`` is high (as ``relocate_step`` places them); returns the count."""
+    new = _placements(residual, score, lattice_points, k, rng, sigma, signs) if k > 0 else None
+    if new is None:
+        return 0
+    centers, scales, quats, a = new
+    centers = np.clip(centers, -0.5, np.asarray(params.shape) - 0.5)
+    keep = torch.arange(len(params), dtype=torch.long)
+    resize(params, opt, keep, raw_rows(params.shape, centers, scales, quats, a))
+    ema.resize(keep, len(a))
+    return len(a)
+
+
+def residual_score(residual: np.ndarray, lattice_shape, size: int = 3, signed: bool = False):
+    """Where a new Gaussian would remove the most error: ``(score, smoothed)``, the residual
+    averaged over ``size``^3 lattice voxels and its square (flat; positive part only unless
+    ``signed``). Averaging first lets noise cancel, so structure that a smooth Gaussian can
+    hold outranks single noisy voxels."""
+    from scipy import ndimage
+
+    r = ndimage.uniform_filter(residual.reshape(lattice_shape).astype(np.float32), size=size, mode="nearest")
+    r = r.reshape(-1)
+    pos = r if signed else np.maximum(r, 0.0)
+    return pos * pos, r

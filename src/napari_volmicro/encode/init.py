@@ -1,7 +1,8 @@
 """Initial Gaussians.
 
 - ``init_from_data`` (default): centres drawn from occupied voxels with
-  probability proportional to their (background-relative) intensity, jittered
+  probability proportional to their (background-relative) intensity above a
+  noise margin, jittered
   within the voxel; isotropic scales from local structure (half the mean
   distance to the 3 nearest other centres, in voxels); amplitudes from the
   voxel value, then one least-squares rescale against the volume.
@@ -46,14 +47,18 @@ def least_squares_scale(target, centers, scales, amps, lattice: Lattice) -> floa
     return float(f @ t) / den if den > 0 else 1.0
 
 
-def init_from_data(target, occupied, n, rng, sigma_min=0.7, sigma_max=8.0, lattice=None):
-    """(centers, scales, quaternions, amplitudes) for ``n`` Gaussians from the data."""
+def init_from_data(target, occupied, n, rng, sigma_min=0.7, sigma_max=8.0, lattice=None, floor=0.0):
+    """(centers, scales, quaternions, amplitudes) for ``n`` Gaussians from the data.
+
+    Centres are drawn from the ``occupied`` voxels with probability proportional to
+    ``target - floor`` (model units; ``floor`` a noise margin, so voxels just above the noise
+    are rarely drawn)."""
     shape = target.shape
     idx = np.flatnonzero(occupied)
     if n == 0 or idx.size == 0:
         z = np.zeros((0, 3))
         return z, z.copy(), np.zeros((0, 4)), np.zeros(0)
-    p = np.clip(target.ravel()[idx].astype(np.float64), 0, None) + 1e-6
+    p = np.clip(target.ravel()[idx].astype(np.float64) - floor, 0, None) + 1e-6
     p /= p.sum()
     pick = rng.choice(idx, size=n, replace=idx.size < n, p=p)
     centers = np.stack(np.unravel_index(pick, shape), 1).astype(np.float64)
