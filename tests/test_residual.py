@@ -142,7 +142,11 @@ def test_context_kernels_match_definitions(nuclei_crop):
         ent[3] = ent[5]  # two contexts sharing an entry form one group
         for got, want in zip(entropy._groups(cx, ent), entropy._groups_reference(cx, ent)):
             assert np.array_equal(got, want)
-    # the compiled counting pass is the coder's counting, on a real block
+    # dequantisation and the compiled counting pass against their definitions, on a real block
+    c = wavelet.forward(nuclei_crop - nuclei_crop.mean(), 4)
+    qb = wavelet_coder.quantize(c, 9.0, 4)
+    nu = rng.uniform(-0.3, 0.3, wavelet_coder.N_CLASSES)
+    assert np.array_equal(wavelet_coder.dequantize(qb, 9.0, 4, nu), wavelet_coder.dequantize_reference(qb, 9.0, 4, nu))
     c = wavelet.forward(nuclei_crop - nuclei_crop.mean(), 4)
     for step in (10.0, 60.0, 400.0):
         qb = wavelet_coder.quantize(c, step, 4)

@@ -388,3 +388,25 @@ def group_by_entry(contexts, entries, n_entries):
         order[counts[e]] = i
         counts[e] += 1
     return order, values, bounds
+
+
+@numba.njit(cache=True, nogil=True)
+def dequantize_block(q, bt, gains, step, nu, out):
+    """``wavelet_coder.dequantize`` of one block into ``out`` (float64): band ``i`` (rows of ``bt``) with
+    step ``step / gains[i]``; detail indices rebuilt at ``sign(q) (|q| + nu[class]) s``."""
+    for i in range(bt.shape[0]):
+        s = step / gains[i]
+        cls = bt[i, 6]
+        off = nu[cls] * s
+        for z in range(bt[i, 0], bt[i, 1]):
+            for y in range(bt[i, 2], bt[i, 3]):
+                for x in range(bt[i, 4], bt[i, 5]):
+                    v = q[z, y, x]
+                    if v == 0:
+                        out[z, y, x] = 0.0
+                    elif cls == 0:
+                        out[z, y, x] = v * s
+                    elif v > 0:
+                        out[z, y, x] = v * s + off
+                    else:
+                        out[z, y, x] = v * s - off

@@ -165,15 +165,19 @@ class ResidualLayer:
         reading and decoding only the blocks it touches."""
         grid = normalize_region(region, self.shape)
         out = np.empty(grid.shape, np.float64)
-        coords = [np.arange(a, b, s) for a, b, s in zip(grid.start, grid.stop, grid.step)]
         for i in self.header.blocks_meeting(grid.start, tuple(last + 1 for last in grid.last)):
             sl = self.header.block_slices(i)
-            picks = [np.flatnonzero((c >= s.start) & (c < s.stop)) for c, s in zip(coords, sl)]
-            if any(len(p) == 0 for p in picks):
-                continue
-            vals = self.block_values(i)
-            local = [c[p] - s.start for c, p, s in zip(coords, picks, sl)]
-            out[np.ix_(*picks)] = vals[np.ix_(*local)]
+            src, dst = [], []
+            for a, b, step, s in zip(grid.start, grid.stop, grid.step, sl):
+                # the first voxel the region samples inside the block, and the end of both
+                first = a if a >= s.start else a + -(-(s.start - a) // step) * step
+                last = min(b, s.stop)
+                if first >= last:
+                    break
+                src.append(slice(first - s.start, last - s.start, step))
+                dst.append(slice((first - a) // step, (first - a) // step + len(range(first, last, step))))
+            else:
+                out[tuple(dst)] = self.block_values(i)[tuple(src)]
         return out
 
     def __repr__(self) -> str:
