@@ -580,6 +580,13 @@ def test_item11_zarr_keys(zarrs, capsys, source, message):
     assert message in _err(capsys)
 
 
+@pytest.mark.parametrize("source", ["grp.zarr", "grp.zarr::vol", "ok.zarr"])
+def test_item11_zarr_without_bricks_points_to_bricks(zarrs, capsys, source):
+    assert main(["compress", str(zarrs / source), "-o", str(zarrs / "z.vmg")]) == 2
+    assert "Zarr input is read brick by brick; add --bricks" in _err(capsys)
+    assert not (zarrs / "z.vmg").exists()
+
+
 def test_item13_zarr_of_1e18_voxels_is_refused_up_front(tmp_path, capsys):
     import zarr
 

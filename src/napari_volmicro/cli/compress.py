@@ -265,6 +265,9 @@ def run(args) -> int:
 
         return run_bricked(args)
 
+    zarr_path = str(args.input).partition("::")[0]
+    if "::" in str(args.input) or zarr_path.lower().rstrip("/\\").endswith(".zarr"):
+        raise InputError(f"{args.input}: Zarr input is read brick by brick; add --bricks (e.g. --bricks 256)")
     report = compress_file(
         args.input, args.output, bpp=args.bpp, ratio=args.ratio, gaussians=args.gaussians, preset=args.preset,
         steps=args.steps, seed=args.seed, device=args.device, progress=True, force=args.force, verbose=True,
