@@ -35,6 +35,10 @@ from ..region import RegionGrid, full_grid
 from ._layers import AUTO_CONTRAST_KEY, BASE_KEY, MODEL_KEY, contrast_from_block, same_layer
 from ._view_region import placement, strided_box, visible_region
 
+#: A plane decode that took at most this long (s) last time runs on the main thread, in the event
+#: that changed the view, so napari draws the slice change once, with the decoded plane.
+SYNC_DECODE_MAX_S = 0.025
+
 #: What the Browse widget offers, default first: ``knn`` is the exact decode wherever at most K
 #: Gaussians reach a voxel (within 0.1 dB of it on the trained models measured, at ``DEFAULT_K``).
 EVALUATORS = ("knn", "dense", "knn-centres", "reference")
@@ -194,7 +198,26 @@ class RegionBrowser:
         if self._running is not None:
             self._pending = True
             return
+        if self._quick(req):
+            # on the main thread, before napari re-slices for this event: the slice change is
+            # drawn once, with the decoded plane (a worker's result would need a second redraw)
+            self.requests += 1
+            try:
+                out = decode_block(self.gv, req)
+            except Exception as exc:  # as a worker's error would be
+                self._on_errored(req, exc)
+                return
+            self._on_returned(req, out)
+            return
         self._start(req)
+
+    def _quick(self, req: DecodeRequest) -> bool:
+        """Whether ``req`` is a plane like the last one shown whose decode took at most
+        ``SYNC_DECODE_MAX_S``: decoded at once on the main thread instead of in a worker."""
+        last = self.last
+        return (req.broadcast_axis is not None and last is not None and last.request.broadcast_axis is not None
+                and last.request.evaluator == req.evaluator and last.request.k == req.k
+                and req.grid.size <= 1.25 * last.request.grid.size and last.seconds <= SYNC_DECODE_MAX_S)
 
     def _start(self, req: DecodeRequest):
         from napari.qt.threading import create_worker
