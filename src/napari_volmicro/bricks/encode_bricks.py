@@ -59,6 +59,8 @@ SAMPLE_VALUES = 1 << 16
 BACKGROUND_BUDGET = 0.04
 #: the encoder fits this times the Gaussians the halo's foreground suggests (extra ones are pruned)
 ENCODE_MARGIN = 1.0
+#: at most this many times a brick's own count is trained over its read box (core + halo)
+ENCODE_GROW_MAX = 3.0
 #: a brick is pure background when its maximum is within this many noise sigmas of its level
 BACKGROUND_SIGMAS = 6.0
 #: bins per bit of the histograms of log2(deviation^2) that ``rate_shares`` works on
@@ -363,7 +365,7 @@ def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, r
     with np.errstate(divide="ignore", invalid="ignore"):
         grow = np.where(fg_core > 0, fg_read / np.maximum(fg_core, 1e-12), 1.0)
     # the encoder also fits the halo; fit a little more than the core's share, then prune by mass
-    n_encode = np.ceil(n_brick * np.clip(ENCODE_MARGIN * grow, 1.0, 3.0)).astype(np.int64)
+    n_encode = np.ceil(n_brick * np.clip(ENCODE_MARGIN * grow, 1.0, ENCODE_GROW_MAX)).astype(np.int64)
     background = background | (n_brick == 0)
     node_owner = grid.owner(node_points) if len(node_points) else np.zeros(0, np.int64)
     return Plan(offset, scale, background, levels, n_brick, brick_bytes, n_encode, field_shape, node_points,
