@@ -71,3 +71,16 @@ def test_noise_sigma_of_white_noise_and_of_a_ramp():
     assert noise_sigma(ramp) == pytest.approx(0.0, abs=1e-9)
     assert noise_sigma(ramp + rng.normal(0, 3.0, ramp.shape)) == pytest.approx(3.0, rel=0.08)
     assert noise_sigma(np.zeros((4, 4, 2))) == pytest.approx(0.0)
+
+
+def test_count_is_of_the_gaussians_in_the_place_box(tissue):
+    """A brick's encoder: the count is of Gaussians centred in the core (place_box), helpers around
+    it fit the halo and are left out, so the core holds what its share of the budget pays for."""
+    box = ((2, 16, 16), (10, 48, 48))
+    tr = Trainer(tissue, gaussians=300, steps=60, seed=0, device="cpu", place_box=box)
+    for _ in tr.run():
+        pass
+    gv = tr.result
+    owner = np.floor(gv.centers.astype(np.float64) + 0.5)
+    assert np.all((owner >= box[0]) & (owner < box[1]))
+    assert 0.95 * 300 <= gv.n_gaussians <= 300  # a few drift out of the box while fine-tuning

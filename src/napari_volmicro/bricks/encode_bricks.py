@@ -57,10 +57,6 @@ OCCUPANCY_FRACTION = 0.03
 SAMPLE_VALUES = 1 << 16
 #: fraction of the byte budget the global background field may use (as the encoder's default)
 BACKGROUND_BUDGET = 0.04
-#: the encoder fits this times the Gaussians the halo's foreground suggests (extra ones are pruned)
-ENCODE_MARGIN = 1.0
-#: at most this many times a brick's own count is trained over its read box (core + halo)
-ENCODE_GROW_MAX = 3.0
 #: a brick is pure background when its maximum is within this many noise sigmas of its level
 BACKGROUND_SIGMAS = 6.0
 #: bins per bit of the histograms of log2(deviation^2) that ``rate_shares`` works on
@@ -167,11 +163,13 @@ def encode_brick_task(volume: ChunkedVolume, grid: BrickGrid, brick: Brick, job:
     _set_threads(job.get("threads"))
     use_worker_gpu(job["encoder_kwargs"].get("device"))
     data = volume.read(brick.read_slices)
+    # the encoder fits the read box (core + halo) and returns ``gaussians`` Gaussians centred in the
+    # core (``place_box``, local voxels; helpers it trains around the core are dropped)
+    core = (tuple(int(a - r) for a, r in zip(brick.core_lo, brick.read_lo)),
+            tuple(int(a - r) for a, r in zip(brick.core_hi, brick.read_lo)))
     encoder = job["encoder"] or _default_encoder
-    local = encoder(
-        data, volume.spacing, gaussians=int(job["n_encode"]), seed=brick_seed(job["seed"], brick.index),
-        **job["encoder_kwargs"],
-    )
+    local = encoder(data, volume.spacing, gaussians=int(job["n_brick"]), seed=brick_seed(job["seed"], brick.index),
+                    place_box=core, **job["encoder_kwargs"])
     if not isinstance(local, GaussianVolume):
         raise VolmicroError(f"brick {brick.index}: the encoder returned {type(local).__name__}, not a GaussianVolume")
     origin = np.asarray(brick.read_lo, np.float64)
@@ -304,7 +302,6 @@ class Plan:
     levels: np.ndarray  # per-brick background level (original units)
     n_brick: np.ndarray  # Gaussians each brick may keep
     brick_bytes: np.ndarray | None  # payload bytes each brick may use (None: a Gaussian-count budget)
-    n_encode: np.ndarray  # Gaussians each brick's encoder fits (core + halo)
     field_shape: tuple[int, int, int] | None
     node_points: np.ndarray
     node_owner: np.ndarray
@@ -335,16 +332,10 @@ def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, r
     # or sparse bright structure many. A Gaussian-count budget counts 64 bits a Gaussian.
     total_bits = 8.0 * budget if budget is not None else 64.0 * int(gaussians)
     core_vox = np.array([b.core_voxels for b in grid], np.float64)
-    read_vox = np.array([np.prod(b.read_shape) for b in grid], np.float64)
     hist_core, centres = _log_deviation_histograms(stats, "core_sample")
-    hist_read, _ = _log_deviation_histograms(stats, "read_sample")
     hist_core[background] = 0.0
-    hist_read[background] = 0.0
     log_d = water_level(hist_core, centres, core_vox, total_bits)
     fg_core = bits_at(hist_core, centres, core_vox, log_d)
-    # the read box (core + halo) at the same distortion: the count each brick's encoder fits
-    fg_read = bits_at(hist_read, centres, read_vox, log_d)
-    fg_read = np.maximum(fg_read, fg_core)
     if budget is None:
         n_brick = split_budget(int(gaussians), fg_core)
         brick_bytes = None
@@ -362,13 +353,9 @@ def make_plan(stats: list[BrickStats], grid: BrickGrid, itemsize: int, *, bpp, r
         brick_bytes = split_budget(budget - fixed, fg_core)
         n_brick = np.array([math.ceil(gaussians_for_payload(b, grid.brick_shape) * (1.0 + BUDGET_MARGIN))
                             for b in brick_bytes], np.int64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        grow = np.where(fg_core > 0, fg_read / np.maximum(fg_core, 1e-12), 1.0)
-    # the encoder also fits the halo; fit a little more than the core's share, then prune by mass
-    n_encode = np.ceil(n_brick * np.clip(ENCODE_MARGIN * grow, 1.0, ENCODE_GROW_MAX)).astype(np.int64)
     background = background | (n_brick == 0)
     node_owner = grid.owner(node_points) if len(node_points) else np.zeros(0, np.int64)
-    return Plan(offset, scale, background, levels, n_brick, brick_bytes, n_encode, field_shape, node_points,
+    return Plan(offset, scale, background, levels, n_brick, brick_bytes, field_shape, node_points,
                 node_owner, budget)
 
 
@@ -532,7 +519,7 @@ def compress_bricked(source, output, *, brick=DEFAULT_BRICK, halo=DEFAULT_HALO, 
                 continue
             job = {
                 "encoder": encoder, "seed": int(seed), "threads": threads, "offset": plan.offset, "scale": plan.scale,
-                "n_brick": int(plan.n_brick[b.index]), "n_encode": int(plan.n_encode[b.index]),
+                "n_brick": int(plan.n_brick[b.index]),
                 "brick_bytes": None if plan.brick_bytes is None else int(plan.brick_bytes[b.index]),
                 "node_index": mine, "node_points": plan.node_points[mine],
                 "encoder_kwargs": {"preset": preset, "steps": steps, "device": device, **options},

@@ -71,12 +71,20 @@ class TrainingLoop:
         self.noise = noise_sigma(v)  # model units
         if cfg.spend_everywhere:
             occupied = v > cfg.init_noise_k * self.noise
+        in_box = None
+        if cfg.place_box is not None:
+            inside = np.zeros(self.shape, bool)
+            inside[_box_slices(cfg.place_box, self.shape)] = True
+            in_box = int(np.count_nonzero(occupied & inside))
+            grow_init = min(4.0, max(1.0, int(np.count_nonzero(occupied)) / max(in_box, 1)))
         self.weights = losses.edge_weight_map(v, cfg.w_base, cfg.w_edge) if cfg.edge_weights else None
         # a byte budget's count is an estimate: train a few more, and prune to the exact size (``_prune_to_budget``)
         self.n_target = tr.n_budget
         if tr.budget_bytes is not None and tr.n_budget > 0:
             self.n_target = int(math.ceil(tr.n_budget * (1.0 + cfg.budget_margin)))
         n0 = cfg.init_absolute if cfg.init_absolute is not None else int(round(cfg.init_count * self.n_target))
+        if in_box is not None:  # the count is of Gaussians in the box: helpers start around it in proportion
+            n0 = int(round(n0 * grow_init))
         if tr.n_budget == 0:
             n0 = 0
         init_lat = Lattice.make(self.shape, stride=cfg.stride)
@@ -224,21 +232,46 @@ class TrainingLoop:
         if (cfg.densify and cfg.densify_from <= step <= cfg.densify_until and step % cfg.densify_every == 0
                 and step < main_steps):
             self._update_target()
-            cap = int(math.ceil(cfg.growth * max(self.n_target, self.n_initial)))
+            outside = len(self.params) - self._count_in_box()
+            cap = int(math.ceil(cfg.growth * max(self.n_target, self.n_initial))) + outside
             densify_step(
                 self.params, self.opt, self.ema, tau_grad=cfg.tau_grad, grad_quantile=cfg.grad_quantile,
                 tau_size=self.tau_size, tau_prune=cfg.tau_prune, s_max=self.s_max, max_n=cap, rng=self.rng,
             )
-            deficit = self.n_target - len(self.params)
+            deficit = self.n_target - self._count_in_box()
             if cfg.spend_everywhere and deficit > 0:  # pruned ones come back where the error is
                 res = -(diff.cpu().numpy() if torch.is_tensor(diff) else diff)
                 score, smooth = residual_score(res, lat.shape, signed=cfg.signed_amplitudes)
+                score = self._in_place_box(score, lat)
                 spawn_step(self.params, self.opt, self.ema, res, score, _points(lat), deficit, self.rng,
                            signs=smooth if cfg.signed_amplitudes else None)
         if step == main_steps - 1:
             self._prune_to_budget()
         if cfg.solve_every and step > 0 and step % cfg.solve_every == 0:
             self._solve(self._lattice(), cfg.solve_iterations)
+
+    @torch.no_grad()
+    def _box_member(self) -> np.ndarray | None:
+        """Per Gaussian, whether the voxel of its centre lies in ``place_box`` (None without one)."""
+        box = self.cfg.place_box
+        if box is None:
+            return None
+        v = np.floor(self.params.centers().double().cpu().numpy() + 0.5)
+        return np.all((v >= np.asarray(box[0])) & (v < np.asarray(box[1])), axis=1)
+
+    def _count_in_box(self) -> int:
+        member = self._box_member()
+        return len(self.params) if member is None else int(np.count_nonzero(member))
+
+    def _in_place_box(self, values: np.ndarray, lat) -> np.ndarray:
+        """``values`` (flat over ``lat``) with zeros at lattice voxels outside ``place_box``."""
+        box = self.cfg.place_box
+        if box is None:
+            return values
+        axes = [((o + s * np.arange(n)) >= lo) & ((o + s * np.arange(n)) < hi)
+                for o, s, n, lo, hi in zip(lat.offset, lat.stride, lat.shape, box[0], box[1])]
+        inside = axes[0][:, None, None] & axes[1][None, :, None] & axes[2][None, None, :]
+        return np.where(inside.reshape(-1), values, 0)
 
     @torch.no_grad()
     def _solve(self, lat, iterations):
@@ -298,6 +331,15 @@ class TrainingLoop:
         """Keep the most massive ``n_target`` Gaussians, then as many as the byte budget holds exactly."""
         gv = self._model()
         order = np.argsort(-budgets.importance(gv), kind="stable")
+        member = self._box_member()
+        if member is not None:  # the count is of the box's Gaussians; the helpers around it all stay
+            inner = order[member[order]]
+            keep = np.sort(np.concatenate([inner[: self.n_target], np.flatnonzero(~member)]))
+            if len(keep) < len(order):
+                keep_t = torch.as_tensor(keep, dtype=torch.long)
+                resize(self.params, self.opt, keep_t)
+                self.ema.resize(keep_t, 0)
+            return
         n = min(len(order), self.n_target)
         if self.tr.budget_bytes is not None:
             # a little under the budget, so the fine-tuned model still fits at the end (one size check)
@@ -368,7 +410,10 @@ class TrainingLoop:
         if cfg.final_solve and not stopped:
             self._solve(Lattice.make(self.shape), cfg.solve_iterations)
         gv = self._model()
-        if tr.budget_bytes is None:
+        member = self._box_member()
+        if member is not None:  # the box's Gaussians only, at most n_target of them (most massive first)
+            gv = budgets.prune_to_count(gv.subset(np.flatnonzero(member)), self.n_target)
+        elif tr.budget_bytes is None:
             gv = budgets.prune_to_count(gv, self.n_target)
         else:  # fits already after the prune (one size evaluation), unless stopped before it
             order = np.argsort(-budgets.importance(gv), kind="stable")
@@ -420,6 +465,11 @@ def largest_fitting(gv: GaussianVolume, order: np.ndarray, n_max: int, budget: f
         else:
             hi, s_hi = n, s_n
     return lo
+
+
+def _box_slices(box, shape) -> tuple[slice, ...]:
+    """``place_box`` ((lo), (hi)) as slices, clipped to ``shape``."""
+    return tuple(slice(max(0, int(lo)), min(int(n), int(hi))) for lo, hi, n in zip(box[0], box[1], shape))
 
 
 def _points(lat):

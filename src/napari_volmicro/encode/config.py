@@ -97,6 +97,10 @@ class TrainConfig:
     solve_every: int = 0
     solve_iterations: int = 12
     final_solve: bool = False  # one more solve on the full grid after the last step
+    # ((z0, y0, x0), (z1, y1, x1)), voxels, stop excluded: the count budget is of Gaussians centred in this
+    # box (a brick's core, whose Gaussians the bricked encoder keeps); Gaussians trained around it help fit
+    # the halo and are left out of the result. None: the whole volume
+    place_box: tuple | None = None
 
 
 PRESETS: dict[str, TrainConfig] = {
