@@ -8,21 +8,26 @@ Steps (all voxel units, ZYX):
    a strided sample of the core and read box values.
 2. **One global intensity mapping**: offset = the lowest brick background
    level, scale = global maximum - offset, dtype = the input's. A brick is
-   *pure background* when its maximum is at or below
-   ``level + p (global max - level)``: it gets a table entry and no training.
-   The Gaussian budget (``bpp``/``ratio``/``gaussians`` for the whole file,
-   minus the exact header, table and background-field bytes) is split over
-   bricks in proportion to their estimated foreground voxels.
+   *pure background* when its maximum is within ``BACKGROUND_SIGMAS`` (6)
+   noise sigmas of its own level (``encode.gate.noise_sigma`` of its core):
+   it gets a table entry and no training. The budget (``bpp``/``ratio``/
+   ``gaussians`` for the whole file, minus the exact header, table and
+   background-field bytes) is split over the bricks by reverse water-filling
+   of their deviation histograms (``water_level``): the bits an ideal coder
+   of that size would spend on each brick.
 3. **Encode tasks** (one per non-background brick): the task reads its own
    brick with its halo from the source (the source travels as a path or a
-   dask graph, never as data), runs ``encode.compress`` with the brick's
-   Gaussian count and a seed derived from ``(seed, brick index)``, keeps the
-   Gaussians whose centre the core owns (pruning by mass to the brick's
-   budget), moves them to global coordinates and rescales amplitudes to the
-   global mapping (``a_global = a_local * scale_local / scale_global``). The
-   brick's own background (offset + its coarse field) is sampled at the nodes
-   of one global background field that the brick owns. The result is
-   quantised exactly as the container stores it.
+   dask graph, never as data), runs ``encode.compress`` on core + halo with
+   ``place_box`` = the core, the brick's Gaussian count (the size model's
+   count for its byte share, plus ``BUDGET_MARGIN``) and a seed derived from
+   ``(seed, brick index)``; the count is of Gaussians centred in the core
+   (helpers trained around it fit the halo and are left out). It keeps the
+   Gaussians whose centre the core owns, prunes them by mass to the brick's
+   byte share exactly, moves them to global coordinates and rescales
+   amplitudes to the global mapping (``a_global = a_local * scale_local /
+   scale_global``). The brick's own background (offset + its coarse field) is
+   sampled at the nodes of one global background field that the brick owns.
+   The result is quantised exactly as the container stores it.
 4. Each finished brick is written to ``OUT.vmg.parts`` (``staging.py``) as it
    arrives; when all are there the ``.vmg`` is assembled atomically, in brick
    order, and the parts are removed.
