@@ -49,7 +49,7 @@ class GridEncoder:
     def __init__(self, crash_on_seed=None):
         self.crash_on_seed = crash_on_seed
 
-    def __call__(self, data, spacing, *, gaussians, seed, **kwargs):
+    def __call__(self, data, spacing, *, gaussians, seed, place_box=None, **kwargs):
         GridEncoder.calls.append(seed)
         if seed == self.crash_on_seed:
             raise RuntimeError("simulated crash")
@@ -57,6 +57,8 @@ class GridEncoder:
         off = float(np.median(data))
         scale = float(data.max() - off) or 1.0
         pts = np.stack(np.meshgrid(*[np.arange(1, n, 3) for n in data.shape], indexing="ij"), -1).reshape(-1, 3)
+        if place_box is not None:  # the protocol: ``gaussians`` centred in the brick's core
+            pts = pts[np.all((pts >= place_box[0]) & (pts < place_box[1]), axis=1)]
         vals = (data[tuple(pts.T)] - off) / scale
         keep = np.argsort(-vals, kind="stable")[:gaussians]
         n = len(keep)

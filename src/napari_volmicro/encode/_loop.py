@@ -83,8 +83,6 @@ class TrainingLoop:
         if tr.budget_bytes is not None and tr.n_budget > 0:
             self.n_target = int(math.ceil(tr.n_budget * (1.0 + cfg.budget_margin)))
         n0 = cfg.init_absolute if cfg.init_absolute is not None else int(round(cfg.init_count * self.n_target))
-        if in_box is not None:  # the count is of Gaussians in the box: helpers start around it in proportion
-            n0 = int(round(n0 * grow_init))
         if tr.n_budget == 0:
             n0 = 0
         init_lat = Lattice.make(self.shape, stride=cfg.stride)
@@ -93,7 +91,15 @@ class TrainingLoop:
             c, s, q, a = init_uniform(v, n0, rng, sigma=sig, lattice=init_lat)
         else:
             floor = cfg.init_noise_k * self.noise if cfg.spend_everywhere else 0.0
-            c, s, q, a = init_from_data(v, occupied, n0, rng, lattice=init_lat, floor=floor)
+            if in_box is None:
+                c, s, q, a = init_from_data(v, occupied, n0, rng, lattice=init_lat, floor=floor)
+            else:  # n0 in the box (the count), and helpers around it in proportion to what is occupied there
+                core = (occupied & inside) if in_box else inside
+                parts = [init_from_data(v, core, n0, rng, lattice=init_lat, floor=floor)]
+                n_out = int(round(n0 * (grow_init - 1.0)))
+                if n_out:
+                    parts.append(init_from_data(v, occupied & ~inside, n_out, rng, lattice=init_lat, floor=floor))
+                c, s, q, a = (np.concatenate(x, 0) for x in zip(*parts))
         # torch device of the parameters, optimiser and lattice data; ``kernels``: which footprint kernels
         self.kernels = tr.device
         dev = self.dev = "cpu" if tr.device == "cpu" else _gpu_torch_device()
