@@ -54,6 +54,11 @@ def default_k() -> int:
     return DEFAULT_K
 
 
+def knn_ks() -> tuple:
+    """The K of the ``knn`` columns: ``KS`` and the package's default K (the paper's rule: ``KS`` only)."""
+    return tuple(sorted(set(KS) | {default_k()}))
+
+
 def psnr(original: np.ndarray, decoded: np.ndarray, peak: float) -> float:
     """psnr_full with a given peak (the whole original's max - min), float64 sums."""
     d = np.asarray(original, np.float64) - np.asarray(decoded, np.float64)
@@ -113,10 +118,10 @@ def measure(case: _trained.Case, path: Path, centres_max_voxels: int) -> list[di
     big = gv.n_voxels > centres_max_voxels
     for query, sets in (("whole", whole), ("regions", regions), ("planes", planes)):
         run("dense", 32, query, sets)
-        for k in KS:
+        for k in knn_ks():
             run("knn", k, query, sets)
     run_points("dense", 32)
-    for k in KS:
+    for k in knn_ks():
         run_points("knn", k)
     # the paper's rule
     if big:
@@ -140,7 +145,7 @@ def table(rows: list[dict]) -> tuple[str, list[str]]:
     """Per model and query: exact, knn by K, centres by K (dB), and the bound check."""
     lines = []
     head = (f"{'model':30s} {'query':8s} {'N':>6s} {'exact':>7s}  "
-            + " ".join(f"{'knn' + str(k):>7s}" for k in KS) + "  "
+            + " ".join(f"{'knn' + str(k):>7s}" for k in knn_ks()) + "  "
             + " ".join(f"{'ctr' + str(k):>7s}" for k in KS) + f"  knn{default_k()}-exact")
     lines.append(head)
     failures = []
@@ -166,7 +171,7 @@ def table(rows: list[dict]) -> tuple[str, list[str]]:
             if not ok:
                 failures.append(f"{case} {query}: knn K={default_k()} {gap:+.3f} dB")
         lines.append(f"{case:30s} {query:8s} {n:6d} {exact['psnr_full']:7.2f}  "
-                     + " ".join(cell("knn", k) for k in KS) + "  "
+                     + " ".join(cell("knn", k) for k in knn_ks()) + "  "
                      + " ".join(cell("knn-centres", k) for k in KS) + f"  {delta}")
     return "\n".join(lines), failures
 

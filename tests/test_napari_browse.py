@@ -151,7 +151,7 @@ def crowded_file(tmp_path):
 
 
 def test_status_reports_the_loss_against_the_exact_decode(viewer_factory, crowded_file, qtbot):
-    """The default knn at K=64 is exact here and says so; the paper's rule at K=4 is flagged with the
+    """knn at K=64 is exact here and says so; the paper's rule at K=4 is flagged with the
     measured PSNR against the exact decode of the region in view (what a brute-force comparison gives)."""
     from napari_volmicro import load
 
