@@ -99,14 +99,7 @@ def decode(decoder, shape: tuple[int, int, int], entries: np.ndarray) -> np.ndar
     for z in range(shape[0]):
         for odd in (0, 1):
             cx = K.slice_contexts(q, z, odd)
-            mag = entropy.decode_groups(decoder, cx, entries)
-            esc = mag == entropy.ESCAPE
-            n_esc = int(esc.sum())
-            if n_esc:
-                mag[esc] += entropy.decode_excess(decoder, n_esc)
-            nz = mag != 0
-            signs = entropy.decode_bits(decoder, int(nz.sum()))
-            mag[np.flatnonzero(nz)[signs == 1]] *= -1
+            mag = entropy.decode_signed(decoder, cx, entries)
             plane = q[z: z + 1]
             K.scatter_phase(plane, mag, odd)
     return q

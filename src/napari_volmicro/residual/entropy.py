@@ -213,6 +213,20 @@ def decode_bits(decoder, n: int) -> np.ndarray:
     return decoder.decode(_bit_model(), n).astype(np.int64)
 
 
+def decode_signed(decoder, contexts: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """Signed values coded as grouped magnitudes (``encode_groups``), escape excesses and sign bits,
+    one per context in ``contexts`` (int64)."""
+    mag = decode_groups(decoder, contexts, entries)
+    esc = mag == ESCAPE
+    n_esc = int(esc.sum())
+    if n_esc:
+        mag[esc] += decode_excess(decoder, n_esc)
+    nz = mag != 0
+    signs = decode_bits(decoder, int(nz.sum()))
+    mag[np.flatnonzero(nz)[signs == 1]] *= -1
+    return mag
+
+
 def _bit_length(v: np.ndarray) -> np.ndarray:
     """Bit length of positive int64 values (exact integer comparisons)."""
     return np.searchsorted(1 << np.arange(63, dtype=np.int64), v, side="right").astype(np.int64)

@@ -151,7 +151,7 @@ def decode(decoder, shape, step: float, entries: np.ndarray) -> np.ndarray:
     qa = np.zeros(shape, np.int64)
     s0 = _first_stride(shape)
     first = tuple(np.arange(0, n, s0) for n in shape)
-    q = _decode_values(decoder, np.zeros(int(np.prod([len(i) for i in first])), np.int64), entries)
+    q = entropy.decode_signed(decoder, np.zeros(int(np.prod([len(i) for i in first])), np.int64), entries)
     q = q.reshape([len(i) for i in first])
     rh[np.ix_(*first)] = q * step
     qa[np.ix_(*first)] = np.minimum(np.abs(q), entropy.ESCAPE)
@@ -160,19 +160,7 @@ def decode(decoder, shape, step: float, entries: np.ndarray) -> np.ndarray:
         if any(len(i) == 0 for i in idx):
             continue
         pred, cx = _predict(rh, qa, idx, axis, h, level)
-        q = _decode_values(decoder, cx.ravel(), entries).reshape(pred.shape)
+        q = entropy.decode_signed(decoder, cx.ravel(), entries).reshape(pred.shape)
         rh[np.ix_(*idx)] = pred + q * step
         qa[np.ix_(*idx)] = np.minimum(np.abs(q), entropy.ESCAPE)
     return rh
-
-
-def _decode_values(decoder, contexts: np.ndarray, entries: np.ndarray) -> np.ndarray:
-    mag = entropy.decode_groups(decoder, contexts, entries)
-    esc = mag == entropy.ESCAPE
-    n_esc = int(esc.sum())
-    if n_esc:
-        mag[esc] += entropy.decode_excess(decoder, n_esc)
-    nz = mag != 0
-    signs = entropy.decode_bits(decoder, int(nz.sum()))
-    mag[np.flatnonzero(nz)[signs == 1]] *= -1
-    return mag

@@ -234,18 +234,6 @@ def decode_from(decoder, shape: tuple[int, int, int], levels: int, entries: np.n
         ps = _parent_sibling(qbands, b)
         for odd in (0, 1):
             cx = K.phase_contexts(ps, qbands[i], odd)
-            K.scatter_phase(qbands[i], _decode_phase(decoder, cx, entries[b.cls]), odd)
+            K.scatter_phase(qbands[i], entropy.decode_signed(decoder, cx, entries[b.cls]), odd)
         q[b.slices] = qbands[i]
     return q
-
-
-def _decode_phase(dec, contexts: np.ndarray, entries: np.ndarray) -> np.ndarray:
-    mag = entropy.decode_groups(dec, contexts, entries)
-    esc = mag == entropy.ESCAPE
-    n_esc = int(esc.sum())
-    if n_esc:
-        mag[esc] += entropy.decode_excess(dec, n_esc)
-    nz = mag != 0
-    signs = entropy.decode_bits(dec, int(nz.sum()))
-    mag[np.flatnonzero(nz)[signs == 1]] *= -1
-    return mag
