@@ -233,3 +233,22 @@ def test_quick_plane_decodes_in_the_slice_change_itself(viewer_factory, vmg_file
     viewer.dims.set_current_step(0, 9)
     assert browser.busy or browser.last.request.grid.start[0] != int(round(viewer.dims.point[0] / 2.0))
     qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
+
+
+def test_knn_view_of_a_file_with_an_enhancement_layer_says_so(viewer_factory, tmp_path, small_model, qtbot):
+    """The KNN rules decode the Gaussians only; with a layer in the file, Browse says the view lacks it."""
+    from napari_volmicro.container import save
+    from napari_volmicro.residual.encode import fit_bytes
+
+    residual = np.random.default_rng(0).normal(0, 3.0, small_model.shape)
+    layer = fit_bytes(residual, 3000)
+    assert layer is not None
+    path = save(small_model.replace(residual=layer), tmp_path / "layered.vmg")
+    viewer, image, _, widget = _open(viewer_factory, path, qtbot)
+    browser = widget.browser
+    widget.evaluator_combo.setCurrentText("knn")
+    qtbot.waitUntil(lambda: browser.last.request.evaluator == "knn" and not browser.busy, timeout=60_000)
+    assert "enhancement layer" in widget.status.text() and "choose dense" in widget.status.text()
+    widget.evaluator_combo.setCurrentText("dense")
+    qtbot.waitUntil(lambda: browser.last.request.evaluator == "dense" and not browser.busy, timeout=60_000)
+    assert "enhancement layer" not in widget.status.text()

@@ -178,6 +178,10 @@ class BrowseWidget(QWidget):
     def _on_decoded(self, result):
         req = result.request
         loss_text, warn = describe_loss(req, result.loss)
+        if req.evaluator in ("knn", "knn-centres") and self.browser is not None and self.browser.gv.residual is not None:
+            # the KNN rules decode the Gaussians only (the layer is the residual of the exact sum)
+            loss_text += ("; " if loss_text else "") + (
+                "the file's enhancement layer (texture, fine detail) is not in this view: choose dense to add it")
         self.status.setText(
             f"last decode: {describe_region(req.grid)} ({req.grid.size:,} voxels), "
             f"{result.seconds * 1000:.0f} ms with {req.evaluator}"
