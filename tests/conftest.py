@@ -48,3 +48,15 @@ def viewer_factory(make_napari_viewer):
 
     QThreadPool.globalInstance().waitForDone(20_000)
     QApplication.processEvents()
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A module-scoped in-process dask client with one worker (bricked-encoding tests)."""
+    from napari_volmicro.bricks import make_client
+
+    c = make_client(workers=1, processes=False)
+    yield c
+    cluster = c.cluster
+    c.close()
+    cluster.close()

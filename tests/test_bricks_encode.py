@@ -19,14 +19,6 @@ DATA = Path(__file__).parent / "data"
 FAST = {"steps": 12, "gate": False}  # real encoder, few steps: tests the pipeline, not the quality
 
 
-@pytest.fixture(scope="module")
-def client():
-    c = make_client(workers=1, processes=False)
-    yield c
-    cluster = c.cluster
-    c.close()
-    cluster.close()
-
 
 @pytest.fixture(scope="module")
 def nuclei_zarr(tmp_path_factory):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_volmicro.bricks import compress_bricked, make_client
+from napari_volmicro.bricks import compress_bricked
 from napari_volmicro.bricks.encode_bricks import brick_stats_task, make_plan
 from napari_volmicro.bricks.layout import BrickGrid
 from napari_volmicro.gaussians import GaussianVolume
@@ -27,14 +27,6 @@ def tissue():
     v[5:7, 10:12, 10:12] = 19445
     return v
 
-
-@pytest.fixture(scope="module")
-def client():
-    c = make_client(workers=1, processes=False)
-    yield c
-    cluster = c.cluster
-    c.close()
-    cluster.close()
 
 
 class _Array:

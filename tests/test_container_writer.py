@@ -13,7 +13,6 @@ from napari_volmicro.intensity import IntensityMapping
 from napari_volmicro.synthetic import random_volume
 
 GridEncoder = test_bricks_encode.GridEncoder
-client = test_bricks_encode.client  # fixture: a module-scoped in-process dask client
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from napari_volmicro.bricks import compress_bricked, make_client
+from napari_volmicro.bricks import compress_bricked
 from napari_volmicro.bricks.staging import BrickPart, Staging
 from napari_volmicro.container import VmgFile
 from napari_volmicro.errors import VolmicroError
@@ -37,14 +37,6 @@ def peak_encoder(data, spacing, *, gaussians, seed, **kwargs):
                           np.tile(np.float32([1, 0, 0, 0]), (n, 1)), vals[keep].astype(np.float32),
                           mapping=IntensityMapping(off, scale, np.float32))
 
-
-@pytest.fixture(scope="module")
-def client():
-    c = make_client(workers=1, processes=False)
-    yield c
-    cluster = c.cluster
-    c.close()
-    cluster.close()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ examples:
 
 
 def register(subparsers) -> None:
-    from ..evaluate import DEFAULT_K, EVALUATORS
+    from ._options import add_decode_options
 
     p = subparsers.add_parser(
         "decode",
@@ -55,21 +55,7 @@ def register(subparsers) -> None:
         "(0:50 is voxels 0..49); an empty bound means the axis end",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument(
-        "--evaluator",
-        choices=sorted(EVALUATORS),
-        default="dense",
-        help="dense: exact 3-sigma footprints, fastest (default); knn: the K Gaussians contributing most at "
-        "each voxel (exact where at most K reach it); knn-centres: the paper's K nearest centres (loses dB on "
-        "trained models); reference: brute force, slow",
-    )
-    p.add_argument("--k", type=int, default=DEFAULT_K,
-                   help=f"Gaussians per voxel for --evaluator knn or knn-centres (default {DEFAULT_K})")
-    p.add_argument(
-        "--layers", choices=("all", "base"), default=None,
-        help="all: the Gaussians plus the file's enhancement layer (the default when the file has one; needs "
-        "--evaluator dense or reference); base: the Gaussians alone",
-    )
+    add_decode_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
 

@@ -18,6 +18,7 @@ import time
 
 from ..errors import InputError
 from ..evaluate import DEFAULT_K
+from ._options import add_decode_options
 
 EXAMPLES = """\
 examples:
@@ -43,17 +44,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("original", help="original volume (.tif, .tiff or .npy), 3D ZYX")
     parser.add_argument("model", help="compressed model (.vmg)")
-    parser.add_argument(
-        "--evaluator", default="dense", choices=("dense", "knn", "knn-centres", "reference"),
-        help="decoder used for the whole volume (default: dense, exact within 3 sigma)",
-    )
-    parser.add_argument("--k", type=int, default=DEFAULT_K,
-                        help=f"Gaussians per voxel for --evaluator knn or knn-centres (default: {DEFAULT_K})")
-    parser.add_argument(
-        "--layers", choices=("all", "base"), default=None,
-        help="all: the Gaussians plus the file's enhancement layer (the default when it has one, with an exact "
-        "evaluator); base: the Gaussians alone",
-    )
+    add_decode_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.set_defaults(func=run)
 
