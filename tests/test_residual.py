@@ -23,6 +23,7 @@ from napari_volmicro.residual import (
     entropy,
     finish,
     hybrid,
+    linear,
     noise,
     wavelet,
     wavelet_coder,
@@ -228,22 +229,57 @@ def test_max_error_is_guaranteed_on_real_crops(name):
         assert np.abs(again.astype(np.float64) - vol.astype(np.float64)).max() <= promise
 
 
-@pytest.mark.parametrize("form", ["plain", "transform+plain", "predictive"])
+@pytest.mark.parametrize("form", ["plain", "transform+plain", "predictive", "linear"])
 def test_each_correction_form_keeps_the_bound(form):
     """The encoder picks among these by size; each one on its own must keep the promise (tissue crop, uint16)."""
     vol = tifffile.imread(DATA / "cellseg3d_nuclei.tif")[40:66, 10:70, 20:80].astype(np.uint16)
     r = vol.astype(np.float64) - np.median(vol)
-    factors, pred = {"plain": ((0.0,), ()), "transform+plain": ((3.0,), ()), "predictive": ((), (0.0,))}[form]
+    factors, pred, lin = {"plain": ((0.0,), (), ()), "transform+plain": ((3.0,), (), ()),
+                          "predictive": ((), (0.0,), ()), "linear": ((), (), (0.0,))}[form]
     step = hybrid.bounded_step(5.0, True, 1e-3)
     layer = encode.fit_max_error(r, step, max_error=5.0, delta=1e-3, factors=factors, predictive_factors=pred,
-                                 block=32)
+                                 linear_factors=lin, block=32)
     again = ResidualLayer.from_bytes(layer.to_bytes())
     assert again.header.predictive == (form == "predictive")
+    assert again.header.linear == (form == "linear")
     assert again.header.has_transform == (form == "transform+plain")
     decoded = finish(np.median(vol) + again.decode(), _Mapping())
     assert np.abs(decoded.astype(np.float64) - vol).max() <= 5
     region = (slice(3, 25, 2), slice(30, 31), slice(0, 60, 7))
     assert np.array_equal(ResidualLayer.from_bytes(layer.to_bytes()).decode(region), again.decode()[region])
+
+
+def test_linear_kernels_match_the_plain_definition():
+    rng = np.random.default_rng(0)
+    r = rng.normal(0, 7, (6, 9, 8)).cumsum(axis=2)  # correlated along X, like real residuals
+    w = rng.normal(0, 0.2, linear.N_WEIGHTS)
+    q, rec = linear.quantize_block(r, w, 2.5)
+    assert np.abs(rec - r).max() <= 1.25 + 1e-9
+    assert np.array_equal(linear.rebuild(q, w, 2.5), rec)
+    assert np.allclose(linear.rebuild_reference(q, w, 2.5), rec, rtol=0, atol=1e-9)
+    # the fit recovers the weights of a process made by the predictor from independent innovations
+    w_true = np.zeros(linear.N_WEIGHTS)
+    w_true[[0, 2, 6]] = 0.4, 0.3, 0.2
+    made = linear.rebuild(rng.integers(-20, 21, (20, 30, 30)), w_true, 1.0)
+    assert np.abs(linear.fit_weights([made], [made]) - w_true).max() < 0.03
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_linear_form_is_smaller_on_a_real_residual(nuclei_crop, trained, k):
+    """After a trained base the nuclei residual is correlated between neighbours; the linear form codes it
+    in fewer bytes than the interpolating (SZ3-style) and plain forms at 1 and 2 noise sigmas, keeping the bound."""
+    r = nuclei_crop.astype(np.float64) - hybrid.base_values(hybrid.stored_base(trained))
+    e = k * noise.noise_sigma(nuclei_crop)
+    step = hybrid.bounded_step(e, False, 1e-6)
+    sizes = {}
+    for form, f, p, lin in (("plain", (0.0,), (), ()), ("predictive", (), (0.0,), ()), ("linear", (), (), (0.0,))):
+        layer = encode.fit_max_error(r, step, max_error=e, delta=1e-6, factors=f, predictive_factors=p,
+                                     linear_factors=lin)
+        sizes[form] = layer.nbytes
+        assert np.abs(ResidualLayer.from_bytes(layer.to_bytes()).decode() - r).max() <= e
+    assert sizes["linear"] < 0.95 * min(sizes["plain"], sizes["predictive"]), sizes
+    chosen = encode.fit_max_error(r, step, max_error=e, delta=1e-6)
+    assert chosen.header.linear and chosen.nbytes == sizes["linear"]
 
 
 class _Mapping:
@@ -314,17 +350,17 @@ def test_bricked_lazy_model_adds_the_layer(tmp_path, nuclei_crop, trained):
 # -- hostile bytes ----------------------------------------------------------------------------------
 
 
-def _small_layer(predictive_form=False):
+def _small_layer(form="plain"):
     vol = tifffile.imread(DATA / "bead_flowdec.tif")[20:44, 20:44, 20:44].astype(np.float64)
     r = vol - vol.mean()
     tr = encode.Transformed(r, block=12)
     return encode.encode_layer(tr, r, transform=tr.quantize(5.0), correction_step=3.0, max_error=1.5,
-                               predictive_form=predictive_form).to_bytes()
+                               form=form).to_bytes()
 
 
-@pytest.mark.parametrize("predictive_form", [False, True])
-def test_fuzzed_layers_raise_only_format_errors(predictive_form):
-    good = _small_layer(predictive_form)
+@pytest.mark.parametrize("form", ["plain", "predictive", "linear"])
+def test_fuzzed_layers_raise_only_format_errors(form):
+    good = _small_layer(form)
     rng = np.random.default_rng(5)
     hb = blob.header_size(lambda o, n: good[o: o + n], len(good), "x")
     n_blocks = blob.parse_header(good[:hb], "x").n_blocks
@@ -367,3 +403,26 @@ def test_layer_header_checks():
         ResidualLayer.from_bytes(bytes(bad))
     with pytest.raises(FormatError, match="checksum"):
         ResidualLayer.from_bytes(good[:20] + bytes([good[20] ^ 1]) + good[21:])
+
+
+def test_linear_layer_weights_are_checked():
+    from dataclasses import replace
+
+    good = _small_layer("linear")
+    hb = blob.header_size(lambda o, n: good[o: o + n], len(good), "x")
+    h = blob.parse_header(good[:hb], "x")
+    assert h.linear and not h.predictive and h.weights.shape == (linear.N_WEIGHTS,)
+    assert blob.pack(h, _payloads(good, h, hb)) == good
+    for bad in (np.full(linear.N_WEIGHTS, np.nan), np.full(linear.N_WEIGHTS, 2 * linear.MAX_WEIGHT)):
+        with pytest.raises(FormatError, match="weights"):
+            ResidualLayer.from_bytes(blob.pack(replace(h, weights=bad), _payloads(good, h, hb)))
+    with pytest.raises(FormatError, match="stage bits"):
+        ResidualLayer.from_bytes(blob.pack(replace(h, stages=h.stages | blob.STAGE_PREDICTIVE), _payloads(good, h, hb)))
+
+
+def _payloads(data: bytes, h, hb: int) -> list[bytes]:
+    lengths, pos, out = np.frombuffer(data, "<u4", 2 * h.n_blocks, hb)[::2], hb + 8 * h.n_blocks, []
+    for n in lengths.tolist():
+        out.append(data[pos: pos + n])
+        pos += n
+    return out

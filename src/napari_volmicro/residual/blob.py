@@ -8,7 +8,8 @@ All integers and floats little-endian. Layout::
 
 Header fields (``HEADER``): magic ``b"VMRS"``, layout version (1), stages
 (bit 0: transform stage, bit 1: error-bounded correction stage, bit 2: the
-correction stage is predictive), 2 reserved
+correction stage is predictive (``predictive.py``), bit 3: it is
+linear-predictive (``linear.py``; not with bit 2)), 2 reserved
 bytes (0), the volume shape (Z, Y, X), the nominal block shape (Z, Y, X),
 the wavelet levels, 3 reserved bytes (0), the transform step, the correction
 step, the maximum error promised (0: none), the margin delta, the noise
@@ -24,7 +25,9 @@ Tables (after zlib): the transform stage's per-class bin offsets ``nu``
 (``N_CLASSES`` x int8, units of 1/128 step) and codebook entries
 (``N_CLASSES x N_CTX`` x u16), then the correction stage's entries
 (``N_CORR_CTX`` x u16, or ``predictive.N_PRED_CTX`` when the stage is
-predictive: stage bit 2), each part present only with its stage.
+predictive: stage bit 2), then, with stage bit 3, the linear predictor's
+``linear.N_WEIGHTS`` weights (float64, each finite and at most
+``linear.MAX_WEIGHT`` in magnitude); each part present only with its stage.
 
 Parsing is bounded: every count is checked against fixed caps and the bytes
 available before anything is allocated; any inconsistency is a
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ChecksumError, FormatError
-from . import correction, predictive, wavelet_coder
+from . import correction, linear, predictive, wavelet_coder
 from .contexts import N_CTX
 
 MAGIC = b"VMRS"
@@ -50,6 +53,8 @@ STAGE_TRANSFORM = 1
 STAGE_CORRECTION = 2
 #: the correction stage predicts each voxel from decoded ones (``predictive.py``); only with STAGE_CORRECTION
 STAGE_PREDICTIVE = 4
+#: the correction stage predicts each voxel linearly from its decoded causal neighbours (``linear.py``)
+STAGE_LINEAR = 8
 #: magic, version (u8), stages (u8), reserved (u16), shape (3 x u32), block (3 x u16), levels (u8),
 #: reserved (3 B), transform step, correction step, max error, delta, noise sigma (f64),
 #: n_blocks (u32), tables_len (u32)
@@ -78,6 +83,7 @@ class LayerHeader:
     nu: np.ndarray | None  # (N_CLASSES,) float64, fractions of the step
     entries: np.ndarray | None  # (N_CLASSES, N_CTX) int64
     corr_entries: np.ndarray | None  # (N_CORR_CTX,) int64
+    weights: np.ndarray | None = None  # (linear.N_WEIGHTS,) float64, with STAGE_LINEAR
 
     @property
     def has_transform(self) -> bool:
@@ -90,6 +96,10 @@ class LayerHeader:
     @property
     def predictive(self) -> bool:
         return bool(self.stages & STAGE_PREDICTIVE)
+
+    @property
+    def linear(self) -> bool:
+        return bool(self.stages & STAGE_LINEAR)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -129,6 +139,8 @@ def pack(h: LayerHeader, payloads: list[bytes]) -> bytes:
         tables.append(h.entries.astype("<u2").tobytes())
     if h.has_correction:
         tables.append(h.corr_entries.astype("<u2").tobytes())
+    if h.linear:
+        tables.append(np.asarray(h.weights, "<f8").tobytes())
     ztables = zlib.compress(b"".join(tables), 9)
     head = HEADER.pack(MAGIC, LAYOUT_VERSION, h.stages, 0, *h.shape, *h.block, h.levels, b"\0\0\0",
                        h.transform_step, h.correction_step, h.max_error, h.delta, h.noise_sigma,
@@ -160,8 +172,9 @@ def parse_header(data: bytes, name: str, shape=None) -> LayerHeader:
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) & 0xFFFFFFFF != crc:
         raise ChecksumError(f"{name}: enhancement layer header checksum mismatch")
-    if (reserved or reserved3 != b"\0\0\0" or stages & ~7 or not stages & 3
-            or (stages & STAGE_PREDICTIVE and not stages & STAGE_CORRECTION)):
+    if (reserved or reserved3 != b"\0\0\0" or stages & ~15 or not stages & 3
+            or (stages & (STAGE_PREDICTIVE | STAGE_LINEAR) and not stages & STAGE_CORRECTION)
+            or (stages & STAGE_PREDICTIVE and stages & STAGE_LINEAR)):
         raise FormatError(f"{name}: enhancement layer header has bad stage bits {stages} or reserved bytes")
     vol = (z, y, x)
     if shape is not None and vol != tuple(shape):
@@ -188,6 +201,8 @@ def parse_header(data: bytes, name: str, shape=None) -> LayerHeader:
     n_corr = predictive.N_PRED_CTX if stages & STAGE_PREDICTIVE else correction.N_CORR_CTX
     if stages & STAGE_CORRECTION:
         want += 2 * n_corr
+    if stages & STAGE_LINEAR:
+        want += 8 * linear.N_WEIGHTS
     try:
         d = zlib.decompressobj()
         raw = d.decompress(data[HEADER.size: HEADER.size + tables_len], want + 1)
@@ -207,10 +222,17 @@ def parse_header(data: bytes, name: str, shape=None) -> LayerHeader:
         pos += 2 * entries.size
     if stages & STAGE_CORRECTION:
         corr = np.frombuffer(raw, "<u2", n_corr, pos).astype(np.int64)
+        pos += 2 * n_corr
+    weights = None
+    if stages & STAGE_LINEAR:
+        weights = np.frombuffer(raw, "<f8", linear.N_WEIGHTS, pos).astype(np.float64)
+        if not np.all(np.isfinite(weights)) or np.abs(weights).max() > linear.MAX_WEIGHT:
+            raise FormatError(f"{name}: enhancement layer predictor weights {weights.tolist()} are not finite "
+                              f"numbers of magnitude at most {linear.MAX_WEIGHT:g}")
     for label, e in (("transform", entries), ("correction", corr)):
         if e is not None and e.size and e.max() >= CODEBOOK_SIZE:
             raise FormatError(f"{name}: enhancement layer {label} table entry {int(e.max())} >= {CODEBOOK_SIZE}")
-    return LayerHeader(vol, block, stages, levels, t_step, c_step, max_err, delta, sigma, nu, entries, corr)
+    return LayerHeader(vol, block, stages, levels, t_step, c_step, max_err, delta, sigma, nu, entries, corr, weights)
 
 
 def parse_index(data: bytes, n_blocks: int, available: int, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

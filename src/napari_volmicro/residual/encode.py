@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import blob, correction, entropy, predictive, wavelet, wavelet_coder
+from . import blob, correction, entropy, linear, predictive, wavelet, wavelet_coder
 from .contexts import N_CTX
 from .layer import ResidualLayer
 
@@ -28,15 +28,19 @@ from .layer import ResidualLayer
 BLOCK = 64
 LEVELS = 4
 #: transform steps tried by ``fit_max_error``, in units of the maximum error (0: no transform stage),
-#: before the plain correction stage and before the predictive one
+#: before the plain correction stage, the predictive one and the linear-predictive one
 BOUNDED_TRANSFORM_FACTORS = (0.0, 2.0, 3.0, 4.0, 6.0)
 BOUNDED_PREDICTIVE_FACTORS = (0.0,)
+BOUNDED_LINEAR_FACTORS = (0.0,)
+#: the correction stage's forms: indices of the residual itself, of its hierarchical-interpolation
+#: prediction errors (``predictive.py``), of its linear prediction errors (``linear.py``)
+FORMS = ("plain", "predictive", "linear")
 
 
 def _header(shape, block, **fields) -> blob.LayerHeader:
     base = dict(shape=tuple(int(s) for s in shape), block=tuple(int(b) for b in block), stages=0, levels=LEVELS,
                 transform_step=0.0, correction_step=0.0, max_error=0.0, delta=0.0, noise_sigma=0.0, nu=None,
-                entries=None, corr_entries=None)
+                entries=None, corr_entries=None, weights=None)
     base.update(fields)
     return blob.LayerHeader(**base)
 
@@ -106,19 +110,25 @@ def _check_range(q: np.ndarray) -> None:
         raise InputError("the error bound is too small for this volume's range of values (more than 2^40 steps)")
 
 
-def _correction_blocks(residual, slices, tr, transform, step: float, predictive_form: bool):
-    """Per block, what the correction stage codes of ``residual`` after ``transform``: plain index arrays,
-    or the predictive stage's pass items; and (counts, extra bits) over all blocks."""
-    table = predictive.N_PRED_CTX if predictive_form else correction.N_CORR_CTX
+def _correction_blocks(residual, slices, tr, transform, step: float, form: str):
+    """Per block, what the correction stage (of ``form``, see ``FORMS``) codes of ``residual`` after
+    ``transform``: index arrays (plain, linear) or the predictive stage's pass items, None for an
+    all-zero block; (counts, extra bits) over all blocks; the linear form's weights (else None)."""
+    table = predictive.N_PRED_CTX if form == "predictive" else correction.N_CORR_CTX
     counts = np.zeros((table, entropy.ALPHABET), np.int64)
     extra = 0.0
+
+    def left(i, s):
+        r = residual[s]
+        return r - tr.reconstruct(transform, i) if transform is not None else r
+
+    weights = None
+    if form == "linear":
+        weights, indices = linear.quantize([left(i, s) for i, s in enumerate(slices)], step)
     out = []
     for i, s in enumerate(slices):
-        left = residual[s]
-        if transform is not None:
-            left = left - tr.reconstruct(transform, i)
-        if predictive_form:
-            items, _ = predictive.quantize(left, step)
+        if form == "predictive":
+            items, _ = predictive.quantize(left(i, s), step)
             if predictive.max_index(items) >= 1 << entropy.MAX_EXCESS_BITS:
                 _check_range(np.array([1 << entropy.MAX_EXCESS_BITS]))
             nonzero = any(bool(np.any(sym)) for sym, _, _, _ in items)
@@ -127,7 +137,7 @@ def _correction_blocks(residual, slices, tr, transform, step: float, predictive_
                 extra += e
             out.append(items if nonzero else None)
         else:
-            qc = correction.quantize(left, step)
+            qc = indices[i] if form == "linear" else correction.quantize(left(i, s), step)
             _check_range(qc)
             if np.any(qc):
                 _, e = correction.count_fast(qc, counts)
@@ -135,23 +145,27 @@ def _correction_blocks(residual, slices, tr, transform, step: float, predictive_
                 out.append(qc)
             else:
                 out.append(None)
-    return out, counts, extra
+    return out, counts, extra, weights
 
 
 def encode_layer(transformed: Transformed | None, residual: np.ndarray, *, transform: TransformState | None = None,
-                 correction_step: float | None = None, predictive_form: bool = False, max_error: float = 0.0,
+                 correction_step: float | None = None, form: str = "plain", max_error: float = 0.0,
                  delta: float = 0.0, noise_sigma: float = 0.0, block=BLOCK) -> ResidualLayer:
     """Encode the layer: the given transform stage (or none) and, with ``correction_step``, the
-    correction stage (plain, or ``predictive_form``) of what remains of ``residual`` after it."""
+    correction stage (of ``form``, see ``FORMS``) of what remains of ``residual`` after it."""
+    if form not in FORMS:
+        raise ValueError(f"correction form {form!r} is not one of {FORMS}")
     grid = transformed.grid if transformed is not None else block_grid(np.shape(residual), block)
     slices = [grid.block_slices(i) for i in range(grid.n_blocks)]
     stages = (blob.STAGE_TRANSFORM if transform is not None else 0)
     corr = None
     corr_entries = None
+    weights = None
     if correction_step is not None:
-        stages |= blob.STAGE_CORRECTION | (blob.STAGE_PREDICTIVE if predictive_form else 0)
-        corr, counts, _ = _correction_blocks(np.asarray(residual, np.float64), slices, transformed, transform,
-                                             correction_step, predictive_form)
+        stages |= blob.STAGE_CORRECTION | {"plain": 0, "predictive": blob.STAGE_PREDICTIVE,
+                                           "linear": blob.STAGE_LINEAR}[form]
+        corr, counts, _, weights = _correction_blocks(np.asarray(residual, np.float64), slices, transformed,
+                                                      transform, correction_step, form)
         corr_entries, _ = entropy.choose(counts)
     if not stages:
         raise ValueError("an enhancement layer needs a transform stage or a correction step")
@@ -159,7 +173,7 @@ def encode_layer(transformed: Transformed | None, residual: np.ndarray, *, trans
                      transform_step=transform.step if transform else 0.0,
                      correction_step=correction_step or 0.0, max_error=max_error, delta=delta,
                      noise_sigma=noise_sigma, nu=transform.nu if transform else None,
-                     entries=transform.entries if transform else None, corr_entries=corr_entries)
+                     entries=transform.entries if transform else None, corr_entries=corr_entries, weights=weights)
     payloads = []
     for i in range(len(slices)):
         tq = transform.q[i] if transform is not None else None
@@ -173,7 +187,7 @@ def encode_layer(transformed: Transformed | None, residual: np.ndarray, *, trans
         entropy.encode_bits(enc, np.array([t_on, c_on], np.int64))
         if t_on:
             wavelet_coder.encode_into(enc, tq, header.levels, transform.entries)
-        if c_on and predictive_form:
+        if c_on and form == "predictive":
             predictive.encode(enc, cq, corr_entries)
         elif c_on:
             correction.encode(enc, cq, corr_entries)
@@ -253,23 +267,26 @@ def fit_bytes(residual: np.ndarray, nbytes: int, *, block=BLOCK, levels: int = L
 
 def fit_max_error(residual: np.ndarray, step: float, *, max_error: float, delta: float, noise_sigma: float = 0.0,
                   block=BLOCK, levels: int = LEVELS, factors=BOUNDED_TRANSFORM_FACTORS,
-                  predictive_factors=BOUNDED_PREDICTIVE_FACTORS) -> ResidualLayer:
+                  predictive_factors=BOUNDED_PREDICTIVE_FACTORS,
+                  linear_factors=BOUNDED_LINEAR_FACTORS) -> ResidualLayer:
     """The error-bounded layer: a correction stage of step ``step`` after a transform stage, choosing the
     smallest (estimated from the coder's symbol counts; the chosen one is encoded) of: the plain correction
     after a transform stage of step ``factor * max_error`` for ``factor`` in ``factors`` (0 = no transform
-    stage), and the predictive correction after one for ``factor`` in ``predictive_factors``."""
+    stage), the predictive correction after one for ``factor`` in ``predictive_factors`` and the
+    linear-predictive one for ``factor`` in ``linear_factors``."""
     residual = np.asarray(residual, np.float64)
-    tr = Transformed(residual, block, levels) if any(f > 0 for f in (*factors, *predictive_factors)) else None
+    candidates = ([(f, "plain") for f in factors] + [(f, "predictive") for f in predictive_factors]
+                  + [(f, "linear") for f in linear_factors])
+    tr = Transformed(residual, block, levels) if any(f > 0 for f, _ in candidates) else None
     grid = tr.grid if tr is not None else block_grid(residual.shape, block)
     slices = [grid.block_slices(i) for i in range(grid.n_blocks)]
     best = None
-    candidates = [(f, False) for f in factors] + [(f, True) for f in predictive_factors]
-    for f, pred in candidates:
+    for f, form in candidates:
         state = tr.quantize(f * max_error) if f > 0 else None
         bits = state.bits if state is not None else 0.0
-        _, counts, extra = _correction_blocks(residual, slices, tr, state, step, pred)
-        bits += extra + entropy.choose(counts)[1]
+        _, counts, extra, weights = _correction_blocks(residual, slices, tr, state, step, form)
+        bits += extra + entropy.choose(counts)[1] + (0 if weights is None else 64 * weights.size)
         if best is None or bits < best[0]:
-            best = (bits, state, pred)
-    return encode_layer(tr, residual, transform=best[1], correction_step=step, predictive_form=best[2],
+            best = (bits, state, form)
+    return encode_layer(tr, residual, transform=best[1], correction_step=step, form=best[2],
                         max_error=max_error, delta=delta, noise_sigma=noise_sigma, block=block)

@@ -8,7 +8,8 @@ blocks it touches. It has up to two stages, added together:
 - transform stage (``wavelet_coder``): the residual's 3D wavelet coefficients
   quantised with one step (a rate-distortion layer: quality rises with bits);
 - correction stage (``correction``): what is left after the base and the
-  transform stage, rounded voxel by voxel to a step ``D``; with it, every
+  transform stage, rounded voxel by voxel to a step ``D`` (directly, or its
+  prediction errors: ``predictive``, ``linear``); with it, every
   voxel decodes within ``max_error`` of the original (``docs/format.md``:
   ``D`` is ``2 E + 1 - 2 delta`` for integer volumes, ``2 (E - delta)``
   for float ones, so a base that differs by less than ``delta`` from the
@@ -28,7 +29,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..region import normalize_region
-from . import blob, correction, entropy, predictive, wavelet, wavelet_coder
+from . import blob, correction, entropy, linear, predictive, wavelet, wavelet_coder
 
 #: decoded blocks kept (float64, at most 128^3 voxels each: <= 16 MB per block)
 CACHE_BLOCKS = 8
@@ -111,7 +112,7 @@ class ResidualLayer:
             "residual_blocks": h.n_blocks,
             "residual_block_shape": list(h.block),
             "residual_stages": [s for s, on in (("transform", h.has_transform), ("correction", h.has_correction),
-                                                ("predictive", h.predictive)) if on],
+                                                ("predictive", h.predictive), ("linear", h.linear)) if on],
             "max_error": self.max_error,
             "max_error_delta": h.delta if self.max_error is not None else None,
             "noise_sigma": h.noise_sigma or None,
@@ -151,6 +152,8 @@ class ResidualLayer:
                 out += wavelet.inverse(wavelet_coder.dequantize(q, h.transform_step, h.levels, h.nu), h.levels)
             if h.has_correction and stages[1] and h.predictive:
                 out += predictive.decode(dec, shape, h.correction_step, h.corr_entries)
+            elif h.has_correction and stages[1] and h.linear:
+                out += linear.rebuild(correction.decode(dec, shape, h.corr_entries), h.weights, h.correction_step)
             elif h.has_correction and stages[1]:
                 out += correction.decode(dec, shape, h.corr_entries) * h.correction_step
         except (AssertionError, ValueError, OverflowError, RuntimeError) as exc:
