@@ -9,7 +9,9 @@ All integers and floats little-endian. Layout::
 Header fields (``HEADER``): magic ``b"VMRS"``, layout version (1), stages
 (bit 0: transform stage, bit 1: error-bounded correction stage, bit 2: the
 correction stage is predictive (``predictive.py``), bit 3: it is
-linear-predictive (``linear.py``; not with bit 2)), 2 reserved
+linear-predictive (``linear.py``; not with bit 2), bit 4: the transform
+stage is planar (Y and X split, Z never: ``wavelet.decomposition``; only
+with bit 0)), 2 reserved
 bytes (0), the volume shape (Z, Y, X), the nominal block shape (Z, Y, X),
 the wavelet levels, 3 reserved bytes (0), the transform step, the correction
 step, the maximum error promised (0: none), the margin delta, the noise
@@ -55,6 +57,8 @@ STAGE_CORRECTION = 2
 STAGE_PREDICTIVE = 4
 #: the correction stage predicts each voxel linearly from its decoded causal neighbours (``linear.py``)
 STAGE_LINEAR = 8
+#: the transform stage splits Y and X only, each Z plane on its own (``wavelet.decomposition``)
+STAGE_PLANAR = 16
 #: magic, version (u8), stages (u8), reserved (u16), shape (3 x u32), block (3 x u16), levels (u8),
 #: reserved (3 B), transform step, correction step, max error, delta, noise sigma (f64),
 #: n_blocks (u32), tables_len (u32)
@@ -100,6 +104,10 @@ class LayerHeader:
     @property
     def linear(self) -> bool:
         return bool(self.stages & STAGE_LINEAR)
+
+    @property
+    def planar(self) -> bool:
+        return bool(self.stages & STAGE_PLANAR)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -172,9 +180,10 @@ def parse_header(data: bytes, name: str, shape=None) -> LayerHeader:
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) & 0xFFFFFFFF != crc:
         raise ChecksumError(f"{name}: enhancement layer header checksum mismatch")
-    if (reserved or reserved3 != b"\0\0\0" or stages & ~15 or not stages & 3
+    if (reserved or reserved3 != b"\0\0\0" or stages & ~31 or not stages & 3
             or (stages & (STAGE_PREDICTIVE | STAGE_LINEAR) and not stages & STAGE_CORRECTION)
-            or (stages & STAGE_PREDICTIVE and stages & STAGE_LINEAR)):
+            or (stages & STAGE_PREDICTIVE and stages & STAGE_LINEAR)
+            or (stages & STAGE_PLANAR and not stages & STAGE_TRANSFORM)):
         raise FormatError(f"{name}: enhancement layer header has bad stage bits {stages} or reserved bytes")
     vol = (z, y, x)
     if shape is not None and vol != tuple(shape):

@@ -9,7 +9,9 @@ file stores (``container.quantize``) decoded by the dense evaluator.
   thinnings (``THIN_FRACTIONS`` of its Gaussians, the most massive kept), the
   one whose transform stage filling the rest of the budget rebuilds the
   volume best is kept (``add_rate_layer``): volumes that Gaussians describe
-  well keep their Gaussians, noisy or textured ones give bytes to the layer.
+  well keep their Gaussians, noisy or textured ones give bytes to the layer;
+  the layer's transform is 3D or planar (each Z plane on its own), whichever
+  rebuilds the volume better.
   The file lands at or just under the budget (within about 1%).
   ``enhance=False`` (or a ``gaussians`` count) spends the whole budget on the
   Gaussians (the base-only encoder).
@@ -133,13 +135,15 @@ def add_rate_layer(volume: np.ndarray, gv, total_bytes: int, fractions=None):
     ``THIN_FRACTIONS``) with a transform-stage layer that fills the file up to ``total_bytes``.
 
     Each thinning frees bytes for the layer; the one whose layer (searched on the size estimate)
-    rebuilds ``volume`` with the least squared error is encoded. No layer if the base already
-    fills the budget."""
+    rebuilds ``volume`` with the least squared error is encoded. The transform is 3D or planar
+    (``wavelet.decomposition``), whichever rebuilds the first thinning better: planar wins where Z
+    planes are too far apart to correlate. No layer if the base already fills the budget."""
     from ..container import file_size
     from ..container.layout import SECTION
 
     volume = np.asarray(volume, np.float64)
     best = None
+    planar_options = (False, True)
     for f in (THIN_FRACTIONS if fractions is None else fractions):
         base = stored_base(thinned(gv, f))
         room = int(total_bytes) - file_size(base) - SECTION.size
@@ -147,11 +151,17 @@ def add_rate_layer(volume: np.ndarray, gv, total_bytes: int, fractions=None):
             if best is None:
                 best = (np.inf, base, None, None)
             continue
-        tr = encode.Transformed(volume - base_values(base))
-        state = encode.search_bytes(tr, room)
-        if state is None:
+        tried = []
+        for planar in planar_options:
+            shape = (encode.PLANAR_BLOCK, encode.PLANAR_LEVELS) if planar else (encode.BLOCK, encode.LEVELS)
+            tr = encode.Transformed(volume - base_values(base), *shape, planar=planar)
+            state = encode.search_bytes(tr, room)
+            if state is not None:
+                tried.append((encode.squared_error(tr, state), planar, tr, state))
+        if not tried:
             continue
-        err = encode.squared_error(tr, state)
+        err, planar, tr, state = min(tried, key=lambda t: t[0])
+        planar_options = (planar,)
         if best is None or err < best[0]:
             best = (err, base, tr, (room, state))
     _, base, tr, chosen = best

@@ -112,7 +112,8 @@ class ResidualLayer:
             "residual_blocks": h.n_blocks,
             "residual_block_shape": list(h.block),
             "residual_stages": [s for s, on in (("transform", h.has_transform), ("correction", h.has_correction),
-                                                ("predictive", h.predictive), ("linear", h.linear)) if on],
+                                                ("predictive", h.predictive), ("linear", h.linear),
+                                                ("planar", h.planar)) if on],
             "max_error": self.max_error,
             "max_error_delta": h.delta if self.max_error is not None else None,
             "noise_sigma": h.noise_sigma or None,
@@ -148,8 +149,9 @@ class ResidualLayer:
             dec = entropy.new_decoder(data)
             stages = entropy.decode_bits(dec, 2)
             if h.has_transform and stages[0]:
-                q = wavelet_coder.decode_from(dec, shape, h.levels, h.entries)
-                out += wavelet.inverse(wavelet_coder.dequantize(q, h.transform_step, h.levels, h.nu), h.levels)
+                levels = wavelet.decomposition(h.levels, h.planar)
+                q = wavelet_coder.decode_from(dec, shape, levels, h.entries)
+                out += wavelet.inverse(wavelet_coder.dequantize(q, h.transform_step, levels, h.nu), levels)
             if h.has_correction and stages[1] and h.predictive:
                 out += predictive.decode(dec, shape, h.correction_step, h.corr_entries)
             elif h.has_correction and stages[1] and h.linear:

@@ -83,13 +83,22 @@ def merge(c: np.ndarray) -> np.ndarray:
     return out
 
 
-def plan(shape, levels: int) -> list[tuple[tuple[int, int, int], tuple[bool, bool, bool]]]:
+def decomposition(levels: int, planar: bool = False):
+    """What ``plan`` and the functions built on it take as ``levels``: ``levels`` for a 3D transform,
+    ``(0, levels, levels)`` for a planar one (Y and X split, Z never: the Z planes transformed
+    independently, for volumes whose planes are too far apart to correlate)."""
+    return (0, int(levels), int(levels)) if planar else int(levels)
+
+
+def plan(shape, levels) -> list[tuple[tuple[int, int, int], tuple[bool, bool, bool]]]:
     """The decomposition of a block of ``shape`` (ZYX): one entry per level, finest first, each
-    ``(low-band shape before the level, which axes are split)``. Stops early when no axis can split."""
+    ``(low-band shape before the level, which axes are split)``. ``levels``: an int (every axis), or
+    the most levels per axis (Z, Y, X; see ``decomposition``). Stops early when no axis can split."""
+    per_axis = tuple(int(v) for v in levels) if isinstance(levels, tuple) else (int(levels),) * 3
     cur = tuple(int(s) for s in shape)
     out = []
-    for _ in range(levels):
-        axes = tuple(n >= MIN_SPLIT for n in cur)
+    for level in range(max(per_axis)):
+        axes = tuple(n >= MIN_SPLIT and level < most for n, most in zip(cur, per_axis))
         if not any(axes):
             break
         out.append((cur, axes))
@@ -97,7 +106,7 @@ def plan(shape, levels: int) -> list[tuple[tuple[int, int, int], tuple[bool, boo
     return out
 
 
-def forward(block: np.ndarray, levels: int) -> np.ndarray:
+def forward(block: np.ndarray, levels) -> np.ndarray:
     """3D analysis of ``block`` (ZYX) over ``plan(block.shape, levels)``; float64, same shape."""
     c = np.array(block, dtype=np.float64, order="C")
     for box, axes in plan(c.shape, levels):
@@ -107,7 +116,7 @@ def forward(block: np.ndarray, levels: int) -> np.ndarray:
     return c
 
 
-def inverse(coeffs: np.ndarray, levels: int) -> np.ndarray:
+def inverse(coeffs: np.ndarray, levels) -> np.ndarray:
     """Inverse of ``forward`` (same ``levels``); float64."""
     c = np.array(coeffs, dtype=np.float64, order="C")
     for box, axes in reversed(plan(c.shape, levels)):
@@ -125,7 +134,7 @@ def _lift(c: np.ndarray, box, axis: int, inverse: bool) -> None:
     _kernels.lift_axis(c, box[0], box[1], box[2], axis, inverse, ALPHA, BETA, GAMMA, DELTA, LOW_SCALE, HIGH_SCALE)
 
 
-def forward_reference(block: np.ndarray, levels: int) -> np.ndarray:
+def forward_reference(block: np.ndarray, levels) -> np.ndarray:
     """``forward`` with the numpy ``split`` (the reference of the kernel)."""
     c = np.array(block, dtype=np.float64)
     for box, axes in plan(c.shape, levels):
@@ -136,7 +145,7 @@ def forward_reference(block: np.ndarray, levels: int) -> np.ndarray:
     return c
 
 
-def inverse_reference(coeffs: np.ndarray, levels: int) -> np.ndarray:
+def inverse_reference(coeffs: np.ndarray, levels) -> np.ndarray:
     """``inverse`` with the numpy ``merge`` (the reference of the kernel)."""
     c = np.array(coeffs, dtype=np.float64)
     for box, axes in reversed(plan(c.shape, levels)):
@@ -147,7 +156,7 @@ def inverse_reference(coeffs: np.ndarray, levels: int) -> np.ndarray:
     return c
 
 
-def band_boxes(shape, levels: int) -> list[tuple[int, tuple[slice, slice, slice], int]]:
+def band_boxes(shape, levels) -> list[tuple[int, tuple[slice, slice, slice], int]]:
     """The subbands of ``forward``'s output as ``(level, slices, orientation)``, coarsest first.
 
     level: 0 for the final low band, else the decomposition level (``len(plan)`` = coarsest, 1 =
@@ -194,7 +203,7 @@ def _synthesis_norms(n: int = 256) -> tuple[float, float]:
 
 
 
-def band_gains(shape, levels: int) -> list[float]:
+def band_gains(shape, levels) -> list[float]:
     """For each band of ``band_boxes(shape, levels)``: the L2 norm of the synthesis function of a
     coefficient at the band's centre, i.e. how much a unit coefficient error weighs in the voxels.
 

@@ -57,7 +57,7 @@ class Band:
 
 
 @lru_cache(maxsize=64)
-def bands(shape: tuple[int, int, int], levels: int) -> tuple[Band, ...]:
+def bands(shape: tuple[int, int, int], levels) -> tuple[Band, ...]:
     """The bands of a block of ``shape``, in coding order, with their parents and siblings."""
     boxes = wavelet.band_boxes(shape, levels)
     gains = wavelet.band_gains(shape, levels)
@@ -74,7 +74,7 @@ def bands(shape: tuple[int, int, int], levels: int) -> tuple[Band, ...]:
     return tuple(out)
 
 
-def quantize(coeffs: np.ndarray, step: float, levels: int, deadzone: float = DEADZONE) -> np.ndarray:
+def quantize(coeffs: np.ndarray, step: float, levels, deadzone: float = DEADZONE) -> np.ndarray:
     """Wavelet coefficients of one block -> int64 indices (same shape)."""
     q = np.empty(coeffs.shape, np.int64)
     for b in bands(coeffs.shape, levels):
@@ -88,7 +88,7 @@ def quantize(coeffs: np.ndarray, step: float, levels: int, deadzone: float = DEA
     return q
 
 
-def bin_offsets(coeffs: np.ndarray, q: np.ndarray, step: float, levels: int, sums=None):
+def bin_offsets(coeffs: np.ndarray, q: np.ndarray, step: float, levels, sums=None):
     """Accumulate, per band class, (sum of |c| / s - |q|, count) over the non-zero indices."""
     sums = np.zeros((N_CLASSES, 2)) if sums is None else sums
     for b in bands(coeffs.shape, levels):
@@ -103,7 +103,7 @@ def bin_offsets(coeffs: np.ndarray, q: np.ndarray, step: float, levels: int, sum
     return sums
 
 
-def dequantize_reference(q: np.ndarray, step: float, levels: int, nu: np.ndarray) -> np.ndarray:
+def dequantize_reference(q: np.ndarray, step: float, levels, nu: np.ndarray) -> np.ndarray:
     """Indices -> coefficients (float64); ``nu``: per band class offset within the bin (fraction of the
     step). The plain definition of ``dequantize``."""
     c = np.zeros(q.shape, np.float64)
@@ -117,7 +117,7 @@ def dequantize_reference(q: np.ndarray, step: float, levels: int, nu: np.ndarray
     return c
 
 
-def dequantize(q: np.ndarray, step: float, levels: int, nu: np.ndarray) -> np.ndarray:
+def dequantize(q: np.ndarray, step: float, levels, nu: np.ndarray) -> np.ndarray:
     """``dequantize_reference`` in one compiled pass (same values, bit for bit)."""
     from . import _kernels as K
 
@@ -143,7 +143,7 @@ def _parent_sibling(qbands: list, b: Band) -> np.ndarray:
     return ps
 
 
-def phases(q: np.ndarray, levels: int):
+def phases(q: np.ndarray, levels):
     """What one block codes, in order: (band flags (0/1 per band), [(cls, symbols, contexts,
     excesses, signs) per phase of each non-zero band]). Used by the encoder for counting and
     coding; ``decode_block`` mirrors it."""
@@ -168,7 +168,7 @@ def phases(q: np.ndarray, levels: int):
 
 
 @lru_cache(maxsize=64)
-def band_table(shape: tuple[int, int, int], levels: int) -> np.ndarray:
+def band_table(shape: tuple[int, int, int], levels) -> np.ndarray:
     """The bands of ``bands(shape, levels)`` as an int64 table for ``_kernels.count_block``: z0 z1 y0 y1
     x0 x1, class, parent (-1: none), up to 7 siblings (-1 padded)."""
     from ._kernels import BAND_COLS
@@ -185,7 +185,7 @@ def band_table(shape: tuple[int, int, int], levels: int) -> np.ndarray:
     return t
 
 
-def count_fast(q: np.ndarray, levels: int, counts: np.ndarray | None = None):
+def count_fast(q: np.ndarray, levels, counts: np.ndarray | None = None):
     """``count`` in one compiled pass (the encoder's rate search); same result."""
     from . import _kernels as K
 
@@ -194,7 +194,7 @@ def count_fast(q: np.ndarray, levels: int, counts: np.ndarray | None = None):
     return counts, extra
 
 
-def count(q: np.ndarray, levels: int, counts: np.ndarray | None = None):
+def count(q: np.ndarray, levels, counts: np.ndarray | None = None):
     """Accumulate symbol counts per (band class, context) into ``counts`` (N_CLASSES, N_CTX, ALPHABET);
     returns (counts, bits outside the tables: flags, signs and escape excesses). The plain definition
     (from ``phases``, what the coder codes); ``count_fast`` is the compiled one."""
@@ -208,7 +208,7 @@ def count(q: np.ndarray, levels: int, counts: np.ndarray | None = None):
     return counts, extra
 
 
-def encode_into(encoder, q: np.ndarray, levels: int, entries: np.ndarray) -> None:
+def encode_into(encoder, q: np.ndarray, levels, entries: np.ndarray) -> None:
     """Append one block's indices (not all zero) to ``encoder``. ``entries``: (N_CLASSES, N_CTX)
     codebook entries."""
     flags, items = phases(q, levels)
@@ -219,7 +219,7 @@ def encode_into(encoder, q: np.ndarray, levels: int, entries: np.ndarray) -> Non
         entropy.encode_bits(encoder, sg)
 
 
-def decode_from(decoder, shape: tuple[int, int, int], levels: int, entries: np.ndarray) -> np.ndarray:
+def decode_from(decoder, shape: tuple[int, int, int], levels, entries: np.ndarray) -> np.ndarray:
     """Inverse of ``encode_into``: int64 indices of a block of ``shape``. Any bytes decode to some
     indices in bounded time (the symbol count is fixed by ``shape``)."""
     from . import _kernels as K
