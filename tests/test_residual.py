@@ -280,6 +280,31 @@ def test_planar_transform_wins_where_planes_do_not_correlate(nuclei_crop, traine
         assert model.residual.header.planar == planar_better
 
 
+def test_zero_max_error_is_lossless_and_rate_mode_stops_at_lossless():
+    """``--max-error 0`` on an integer volume decodes every voxel exactly (no transform stage of step 0 is
+    tried); in rate mode, a sparse volume that a layer rebuilds exactly at the budget gets the smaller
+    lossless file instead of bytes spent on nothing (traced neuron crop, uint8)."""
+    from napari_volmicro.container import file_size
+    from napari_volmicro.encode import Trainer
+
+    vol = tifffile.imread(DATA / "rivuletpy_neuron.tif")[0:30, 100:150, 150:200].copy()  # 2,846 voxels of neuron
+    t = Trainer(vol, bpp=0.05, steps=40, seed=0)
+    for _ in t.run():
+        pass
+    exact = hybrid.add_bounded_layer(vol, t.result, 0.0)
+    again = ResidualLayer.from_bytes(exact.residual.to_bytes())
+    assert again.max_error == 0 and not again.header.has_transform
+    assert np.array_equal(exact.replace(residual=again).decode(), vol)
+    lossless_bytes = file_size(exact)
+    budget = 3 * lossless_bytes
+    model = hybrid.add_rate_layer(vol, t.result, budget)
+    assert model.residual.max_error == 0 and file_size(model) < budget
+    assert np.array_equal(model.decode(), vol)
+    # a budget below the lossless size keeps the rate layer and fills the budget
+    tight = hybrid.add_rate_layer(vol, t.result, lossless_bytes // 2)
+    assert tight.residual.max_error is None and 0.95 * (lossless_bytes // 2) <= file_size(tight) <= lossless_bytes // 2
+
+
 def test_linear_kernels_match_the_plain_definition():
     rng = np.random.default_rng(0)
     r = rng.normal(0, 7, (6, 9, 8)).cumsum(axis=2)  # correlated along X, like real residuals

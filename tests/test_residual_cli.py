@@ -57,6 +57,18 @@ def test_compress_max_error_info_decode(tmp_path, crop, capsys):
     assert full["psnr_full"] > _last_json(capsys.readouterr().out)["psnr_full"] + 3
 
 
+def test_compress_max_error_zero_is_lossless(tmp_path, crop, capsys):
+    path, vol = crop
+    vmg = tmp_path / "exact.vmg"
+    assert main(["compress", str(path), "-o", str(vmg), "--max-error", "0", "--steps", "20"]) == 0
+    assert "lossless: every voxel decodes exactly" in capsys.readouterr().out
+    assert main(["info", str(vmg)]) == 0
+    assert "error-bounded: every voxel decodes exactly (lossless)" in capsys.readouterr().out
+    out = tmp_path / "exact.tif"
+    assert main(["decode", str(vmg), "-o", str(out)]) == 0
+    assert np.array_equal(tifffile.imread(out), vol)
+
+
 def test_compress_rate_mode_fills_budget_and_base_only_option(tmp_path, crop, capsys):
     path, vol = crop
     vmg = tmp_path / "r.vmg"

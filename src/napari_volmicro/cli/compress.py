@@ -280,7 +280,8 @@ def run(args) -> int:
     if report["residual_bytes"] is not None:
         bound = report["max_error"]
         print(f"enhancement layer: {format_bytes(report['residual_bytes'])}"
-              + (f"; every voxel within {bound:g} of the original" if bound is not None else ""))
+              + ("" if bound is None else "; lossless: every voxel decodes exactly" if bound == 0
+                 else f"; every voxel within {bound:g} of the original"))
     print(quality_guide(report["output"]))
     for text in report["warnings"]:
         warn("compress", text)

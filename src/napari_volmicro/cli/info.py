@@ -55,6 +55,8 @@ def enhancement_text(info: dict, format_bytes) -> str:
             "decode adds it unless --layers base")
     if info["max_error"] is not None:
         sigma = f", {info['max_error'] / info['noise_sigma']:.2g} x the estimated noise" if info["noise_sigma"] else ""
-        text += (f"\n               error-bounded: every voxel decodes within {info['max_error']:g} of the original"
+        within = ("exactly (lossless)" if info["max_error"] == 0
+                  else f"within {info['max_error']:g} of the original")
+        text += (f"\n               error-bounded: every voxel decodes {within}"
                  f"{sigma} (margin {info['max_error_delta']:.2g} for decoders whose Gaussian sum differs)")
     return text

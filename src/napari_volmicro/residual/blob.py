@@ -14,7 +14,7 @@ stage is planar (Y and X split, Z never: ``wavelet.decomposition``; only
 with bit 0)), 2 reserved
 bytes (0), the volume shape (Z, Y, X), the nominal block shape (Z, Y, X),
 the wavelet levels, 3 reserved bytes (0), the transform step, the correction
-step, the maximum error promised (0: none), the margin delta, the noise
+step, the maximum error promised (with a correction stage; 0: lossless), the margin delta, the noise
 sigma estimate (information only), the block count and the length of the
 zlib-compressed tables.
 

@@ -292,6 +292,8 @@ def fit_max_error(residual: np.ndarray, step: float, *, max_error: float, delta:
     slices = [grid.block_slices(i) for i in range(grid.n_blocks)]
     best = None
     for f, form in candidates:
+        if f > 0 and not f * max_error > 0:
+            continue  # a transform step in units of a zero bound (lossless): none
         state = tr.quantize(f * max_error) if f > 0 else None
         bits = state.bits if state is not None else 0.0
         _, counts, extra, weights = _correction_blocks(residual, slices, tr, state, step, form)

@@ -45,6 +45,9 @@ MAX_BASE_BPP = 0.15
 THIN_FRACTIONS = (1.0, 0.5, 0.25, 0.1)
 #: smallest useful enhancement layer (bytes)
 MIN_LAYER_BYTES = 256
+#: in rate mode on an integer volume, a layer whose mean squared error (grey levels^2) is at most this
+#: (rounding would leave almost every voxel exact) is replaced by a lossless one when that fits the budget
+LOSSLESS_MSE = 0.05
 #: base budget (bits per voxel) of the error-bounded mode when none is given
 BOUNDED_BASE_BPP = 0.04
 #: the decoded base may differ from the encoder's by less than DELTA_FRACTION * (data range)
@@ -137,11 +140,15 @@ def add_rate_layer(volume: np.ndarray, gv, total_bytes: int, fractions=None):
     Each thinning frees bytes for the layer; the one whose layer (searched on the size estimate)
     rebuilds ``volume`` with the least squared error is encoded. The transform is 3D or planar
     (``wavelet.decomposition``), whichever rebuilds the first thinning better: planar wins where Z
-    planes are too far apart to correlate. No layer if the base already fills the budget."""
+    planes are too far apart to correlate. No layer if the base already fills the budget. On an
+    integer volume that the layer would rebuild almost exactly (mean squared error at most
+    ``LOSSLESS_MSE``), the lossless error-bounded layer (``max_error`` 0) of the same base is kept
+    instead when it fits: a file smaller than the budget that decodes every voxel exactly."""
     from ..container import file_size
     from ..container.layout import SECTION
 
-    volume = np.asarray(volume, np.float64)
+    original = np.asarray(volume)
+    volume = original.astype(np.float64)
     best = None
     planar_options = (False, True)
     for f in (THIN_FRACTIONS if fractions is None else fractions):
@@ -164,9 +171,14 @@ def add_rate_layer(volume: np.ndarray, gv, total_bytes: int, fractions=None):
         planar_options = (planar,)
         if best is None or err < best[0]:
             best = (err, base, tr, (room, state))
-    _, base, tr, chosen = best
+    err, base, tr, chosen = best
     if tr is None:
         return base
+    if original.dtype.kind in "iu" and err <= LOSSLESS_MSE * volume.size:
+        # the layer would rebuild (nearly) every voxel exactly: a lossless file that fits is better
+        lossless = add_bounded_layer(original, base, 0.0)
+        if file_size(lossless) <= total_bytes:
+            return lossless
     layer = encode.fit_bytes(tr.residual, chosen[0], transformed=tr, state=chosen[1])
     return base if layer is None else base.replace(residual=layer)
 

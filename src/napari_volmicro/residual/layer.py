@@ -103,7 +103,7 @@ class ResidualLayer:
     @property
     def max_error(self) -> float | None:
         """The largest |decoded - original| the layer guarantees (original units), or None."""
-        return self.header.max_error if self.header.has_correction and self.header.max_error > 0 else None
+        return self.header.max_error if self.header.has_correction else None
 
     def describe(self) -> dict:
         h = self.header
