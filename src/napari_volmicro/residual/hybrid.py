@@ -44,6 +44,9 @@ MAX_BASE_BPP = 0.15
 #: rebuilds the volume best at the total budget, tried in this order until one rebuilds worse than
 #: the one before (textured tissue keeps 1-3% of its Gaussians; measured: docs/benchmarks.md)
 THIN_FRACTIONS = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01)
+#: a thinner base is kept only if its layer's squared error is at least this fraction lower (0.04 dB):
+#: the Gaussians are the structure Browse, points and ellipsoids show, not given up for nothing
+MIN_THIN_GAIN = 0.01
 #: smallest useful enhancement layer (bytes)
 MIN_LAYER_BYTES = 256
 #: in rate mode on an integer volume, a layer whose mean squared error (grey levels^2) is at most this
@@ -140,7 +143,8 @@ def add_rate_layer(volume: np.ndarray, gv, total_bytes: int, fractions=None):
 
     Each thinning frees bytes for the layer; the one whose layer (searched on the size estimate)
     rebuilds ``volume`` with the least squared error is encoded (thinnings are tried in order until
-    one rebuilds worse than the one before). The transform is 3D or planar
+    one rebuilds worse than the one before; a thinner one is kept only if it is ``MIN_THIN_GAIN``
+    better). The transform is 3D or planar
     (``wavelet.decomposition``), whichever rebuilds the first thinning better: planar wins where Z
     planes are too far apart to correlate. No layer if the base already fills the budget. On an
     integer volume that the layer would rebuild almost exactly (mean squared error at most
@@ -172,7 +176,7 @@ def add_rate_layer(volume: np.ndarray, gv, total_bytes: int, fractions=None):
             continue
         err, planar, tr, state = min(tried, key=lambda t: t[0])
         planar_options = (planar,)
-        if best is None or err < best[0]:
+        if best is None or err < (1.0 - MIN_THIN_GAIN) * best[0]:
             best = (err, base, tr, (room, state))
         if err > previous:
             break  # thinning further only loses more of what the Gaussians held
