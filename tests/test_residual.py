@@ -183,6 +183,21 @@ def test_layer_round_trip_and_regions(nuclei_crop, planar):
     assert np.array_equal(fresh.decode(region), whole[region])
     assert len(fresh._cache) == len(fresh.header.blocks_meeting((3, 20, 1), (36, 21, 53)))
     assert len(fresh._cache) < fresh.header.n_blocks  # the region's blocks only
+    # the cache is bounded by bytes, keeping the newest blocks
+    from napari_volmicro.residual import layer as layer_module
+
+    small = ResidualLayer.from_bytes(layer.to_bytes())
+    n = small.header.n_blocks
+    last_two = sum(np.prod([sl.stop - sl.start for sl in small.header.block_slices(i)]) * 8 for i in (n - 2, n - 1))
+    old = layer_module.CACHE_BYTES
+    layer_module.CACHE_BYTES = int(last_two)
+    try:
+        for i in range(small.header.n_blocks):
+            small.block_values(i)
+        assert list(small._cache) == [small.header.n_blocks - 2, small.header.n_blocks - 1]
+        assert small._cached_bytes == sum(v.nbytes for v in small._cache.values())
+    finally:
+        layer_module.CACHE_BYTES = old
 
 
 def test_fit_bytes_lands_on_the_budget_and_quality_rises(nuclei_crop):

@@ -17,7 +17,7 @@ blocks it touches. It has up to two stages, added together:
 
 ``open_layer(vmg)`` (what the container calls for a file with a residual
 section) reads the header and block index and fetches blocks on demand
-through ``vmg.read_section_range``. Decoded blocks stay in a small LRU cache.
+through ``vmg.read_section_range``. Decoded blocks stay in an LRU cache of at most ``CACHE_BYTES``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from ..errors import FormatError
 from ..region import normalize_region
 from . import blob, correction, entropy, linear, predictive, wavelet, wavelet_coder
 
-#: decoded blocks kept (float64, at most 128^3 voxels each: <= 16 MB per block)
-CACHE_BLOCKS = 8
+#: decoded blocks kept, by their bytes (float64): a whole Z slab of blocks of a large volume, so that
+#: browsing plane after plane decodes each block once (cellfinder, 26 x 1116 x 627: a plane in 18 ms
+#: after the first, 0.9 s each with 8 blocks kept); the newest block is always kept
+CACHE_BYTES = 256 << 20
 
 
 class _BytesSource:
@@ -84,6 +86,7 @@ class ResidualLayer:
             source.read(hsize, index_bytes), n, total - self._data_start, self.name)
         self.nbytes = total
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()
 
     @classmethod
@@ -131,9 +134,11 @@ class ResidualLayer:
         values = self._decode_block(index)
         values.flags.writeable = False
         with self._lock:
-            self._cache[index] = values
-            while len(self._cache) > CACHE_BLOCKS:
-                self._cache.popitem(last=False)
+            if index not in self._cache:
+                self._cache[index] = values
+                self._cached_bytes += values.nbytes
+            while self._cached_bytes > CACHE_BYTES and len(self._cache) > 1:
+                self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
         return values
 
     def _decode_block(self, index: int) -> np.ndarray:
