@@ -236,7 +236,8 @@ def test_quick_plane_decodes_in_the_slice_change_itself(viewer_factory, vmg_file
 
 
 def test_knn_view_of_a_file_with_an_enhancement_layer_says_so(viewer_factory, tmp_path, small_model, qtbot):
-    """The KNN rules decode the Gaussians only; with a layer in the file, Browse says the view lacks it."""
+    """A file with an enhancement layer opens on dense (all the file holds); the KNN rules decode the
+    Gaussians only, and with them Browse says the view lacks the layer."""
     from napari_volmicro.container import save
     from napari_volmicro.residual.encode import fit_bytes
 
@@ -244,11 +245,30 @@ def test_knn_view_of_a_file_with_an_enhancement_layer_says_so(viewer_factory, tm
     layer = fit_bytes(residual, 3000)
     assert layer is not None
     path = save(small_model.replace(residual=layer), tmp_path / "layered.vmg")
-    viewer, image, _, widget = _open(viewer_factory, path, qtbot)
+    viewer = viewer_factory()
+    viewer.open(str(path), plugin="napari-volmicro")
+    widget = next(w for name, w in viewer.window.dock_widgets.items() if name.startswith("Browse"))
+    qtbot.waitUntil(lambda: widget.browser is not None and widget.browser.last is not None, timeout=60_000)
     browser = widget.browser
+    # a file with a layer opens on the dense evaluator, which adds it
+    assert widget.evaluator_combo.currentText() == "dense" and browser.evaluator == "dense"
+    qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
+    assert "enhancement layer" not in widget.status.text()
     widget.evaluator_combo.setCurrentText("knn")
     qtbot.waitUntil(lambda: browser.last.request.evaluator == "knn" and not browser.busy, timeout=60_000)
     assert "enhancement layer" in widget.status.text() and "choose dense" in widget.status.text()
     widget.evaluator_combo.setCurrentText("dense")
     qtbot.waitUntil(lambda: browser.last.request.evaluator == "dense" and not browser.busy, timeout=60_000)
     assert "enhancement layer" not in widget.status.text()
+
+
+def test_file_without_a_layer_opens_on_knn(viewer_factory, tmp_path, small_model, qtbot):
+    from napari_volmicro.container import save
+
+    path = save(small_model, tmp_path / "plain.vmg")
+    viewer = viewer_factory()
+    viewer.open(str(path), plugin="napari-volmicro")
+    widget = next(w for name, w in viewer.window.dock_widgets.items() if name.startswith("Browse"))
+    qtbot.waitUntil(lambda: widget.browser is not None and widget.browser.last is not None, timeout=60_000)
+    assert widget.evaluator_combo.currentText() == "knn" and widget.browser.evaluator == "knn"
+    qtbot.waitUntil(lambda: not widget.browser.busy, timeout=60_000)

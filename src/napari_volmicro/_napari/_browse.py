@@ -144,6 +144,7 @@ class BrowseWidget(QWidget):
         if layer is None:
             self.status.setText("no model layer: open a .vmg file or run Compress")
             return
+        self._evaluator_for(layer.metadata[MODEL_KEY])
         self.browser = RegionBrowser(
             self.viewer,
             layer,
@@ -154,6 +155,14 @@ class BrowseWidget(QWidget):
             on_decoded=self._on_decoded,
             on_error=self._on_error,
         )
+
+    def _evaluator_for(self, model) -> None:
+        """Start each model on the evaluator that shows all its file holds: ``dense`` when it has an
+        enhancement layer (the KNN rules decode the Gaussians alone), else the default (``knn``)."""
+        want = "dense" if getattr(model, "residual", None) is not None else EVALUATORS[0]
+        self.evaluator_combo.blockSignals(True)
+        self.evaluator_combo.setCurrentText(want)
+        self.evaluator_combo.blockSignals(False)
 
     def _parse_box(self, layer):
         text = self.box_edit.text().strip()
