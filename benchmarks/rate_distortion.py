@@ -360,6 +360,8 @@ def summary_markdown(results: list[_common.Result], rates=(0.073, 0.3)) -> str:
                 r = next((r for r in results if (r.volume, r.method, r.target_bpp) == (vname, m, t)), None)
                 if r is None:
                     row.append("")
+                elif not math.isfinite(r.psnr_full) and r.bpp <= t * 1.02:
+                    row.append(f"lossless at {r.bpp:.3f}")
                 elif abs(r.bpp / t - 1) > 0.1:
                     row.append(f"not reachable ({r.bpp:.3f})")
                 else:
