@@ -158,9 +158,10 @@ def _correction_blocks(residual, slices, tr, transform, step: float, form: str):
 
 def encode_layer(transformed: Transformed | None, residual: np.ndarray, *, transform: TransformState | None = None,
                  correction_step: float | None = None, form: str = "plain", max_error: float = 0.0,
-                 delta: float = 0.0, noise_sigma: float = 0.0, block=BLOCK) -> ResidualLayer:
+                 delta: float = 0.0, noise_sigma: float = 0.0, block=BLOCK, prepared=None) -> ResidualLayer:
     """Encode the layer: the given transform stage (or none) and, with ``correction_step``, the
-    correction stage (of ``form``, see ``FORMS``) of what remains of ``residual`` after it."""
+    correction stage (of ``form``, see ``FORMS``) of what remains of ``residual`` after it
+    (``prepared``: what ``_correction_blocks`` returned for exactly these arguments, if at hand)."""
     if form not in FORMS:
         raise ValueError(f"correction form {form!r} is not one of {FORMS}")
     grid = transformed.grid if transformed is not None else block_grid(np.shape(residual), block)
@@ -174,8 +175,8 @@ def encode_layer(transformed: Transformed | None, residual: np.ndarray, *, trans
     if correction_step is not None:
         stages |= blob.STAGE_CORRECTION | {"plain": 0, "predictive": blob.STAGE_PREDICTIVE,
                                            "linear": blob.STAGE_LINEAR}[form]
-        corr, counts, _, weights = _correction_blocks(np.asarray(residual, np.float64), slices, transformed,
-                                                      transform, correction_step, form)
+        corr, counts, _, weights = prepared or _correction_blocks(np.asarray(residual, np.float64), slices,
+                                                                  transformed, transform, correction_step, form)
         corr_entries, _ = entropy.choose(counts)
     if not stages:
         raise ValueError("an enhancement layer needs a transform stage or a correction step")
@@ -296,9 +297,11 @@ def fit_max_error(residual: np.ndarray, step: float, *, max_error: float, delta:
             continue  # a transform step in units of a zero bound (lossless): none
         state = tr.quantize(f * max_error) if f > 0 else None
         bits = state.bits if state is not None else 0.0
-        _, counts, extra, weights = _correction_blocks(residual, slices, tr, state, step, form)
+        prepared = _correction_blocks(residual, slices, tr, state, step, form)
+        _, counts, extra, weights = prepared
         bits += extra + entropy.choose(counts)[1] + (0 if weights is None else 64 * weights.size)
         if best is None or bits < best[0]:
-            best = (bits, state, form)
+            best = (bits, state, form, prepared)
+        del prepared
     return encode_layer(tr, residual, transform=best[1], correction_step=step, form=best[2],
-                        max_error=max_error, delta=delta, noise_sigma=noise_sigma, block=block)
+                        max_error=max_error, delta=delta, noise_sigma=noise_sigma, block=block, prepared=best[3])
