@@ -12,7 +12,8 @@ file stores (``container.quantize``) decoded by the dense evaluator.
   well keep their Gaussians, noisy or textured ones give bytes to the layer;
   the layer's transform is 3D or planar (each Z plane on its own), whichever
   rebuilds the volume better.
-  The file lands at or just under the budget (within about 1%).
+  The file lands at or just under the budget (within about 1%), or below it
+  when an integer volume fits losslessly (``LOSSLESS_MSE``).
   ``enhance=False`` (or a ``gaussians`` count) spends the whole budget on the
   Gaussians (the base-only encoder).
 - Error-bounded mode (``max_error``): the base is trained at its own budget
@@ -144,9 +145,8 @@ def add_rate_layer(volume: np.ndarray, gv, total_bytes: int, fractions=None):
     Each thinning frees bytes for the layer; the one whose layer (searched on the size estimate)
     rebuilds ``volume`` with the least squared error is encoded (thinnings are tried in order until
     one rebuilds worse than the one before; a thinner one is kept only if it is ``MIN_THIN_GAIN``
-    better). The transform is 3D or planar
-    (``wavelet.decomposition``), whichever rebuilds the first thinning better: planar wins where Z
-    planes are too far apart to correlate. No layer if the base already fills the budget. On an
+    better). The transform is 3D or planar (``wavelet.decomposition``), whichever rebuilds the
+    first thinning better: planar wins where Z planes are too far apart to correlate. No layer if the base already fills the budget. On an
     integer volume that the layer would rebuild almost exactly (mean squared error at most
     ``LOSSLESS_MSE``), the lossless error-bounded layer (``max_error`` 0) of the same base is kept
     instead when it fits: a file smaller than the budget that decodes every voxel exactly."""
@@ -166,9 +166,10 @@ def add_rate_layer(volume: np.ndarray, gv, total_bytes: int, fractions=None):
                 best = (np.inf, base, None, None)
             continue
         tried = []
+        residual = volume - base_values(base)
         for planar in planar_options:
             shape = (encode.PLANAR_BLOCK, encode.PLANAR_LEVELS) if planar else (encode.BLOCK, encode.LEVELS)
-            tr = encode.Transformed(volume - base_values(base), *shape, planar=planar)
+            tr = encode.Transformed(residual, *shape, planar=planar)
             state = encode.search_bytes(tr, room)
             if state is not None:
                 tried.append((encode.squared_error(tr, state), planar, tr, state))
