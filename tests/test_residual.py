@@ -307,6 +307,10 @@ def test_zero_max_error_is_lossless_and_rate_mode_stops_at_lossless():
     for _ in t.run():
         pass
     exact = hybrid.add_bounded_layer(vol, t.result, 0.0)
+    whole_base = hybrid.add_bounded_layer(vol, t.result, 0.0, fractions=(1.0,))
+    # sparse: fewer Gaussians code the bound in fewer bytes, and the smaller file is kept
+    assert exact.n_gaussians < whole_base.n_gaussians and file_size(exact) < file_size(whole_base)
+    assert np.array_equal(whole_base.decode(), vol)
     again = ResidualLayer.from_bytes(exact.residual.to_bytes())
     assert again.max_error == 0 and not again.header.has_transform
     assert np.array_equal(exact.replace(residual=again).decode(), vol)
