@@ -410,3 +410,69 @@ def dequantize_block(q, bt, gains, step, nu, out):
                         out[z, y, x] = v * s + off
                     else:
                         out[z, y, x] = v * s - off
+
+
+# -- the linear-predictive correction form (``linear.py``) -----------------------------------------
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _linear_predict(rec, w, offsets, z, y, x):
+    nz, ny, nx = rec.shape
+    p = 0.0
+    for k in range(offsets.shape[0]):
+        zz = z - offsets[k, 0]
+        yy = y - offsets[k, 1]
+        xx = x - offsets[k, 2]
+        if zz >= 0 and 0 <= yy < ny and 0 <= xx < nx:
+            p += w[k] * rec[zz, yy, xx]
+    return p
+
+
+@numba.njit(cache=True, nogil=True)
+def linear_quantize(r, w, offsets, step):
+    """``linear.quantize_block``: (int64 indices, float64 rebuilt values) of one block (definition: ``linear.py``)."""
+    nz, ny, nx = r.shape
+    q = np.zeros((nz, ny, nx), np.int64)
+    rec = np.zeros((nz, ny, nx), np.float64)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                p = _linear_predict(rec, w, offsets, z, y, x)
+                v = np.rint((r[z, y, x] - p) / step)
+                q[z, y, x] = np.int64(v)
+                rec[z, y, x] = p + v * step
+    return q, rec
+
+
+@numba.njit(cache=True, nogil=True)
+def linear_rebuild(q, w, offsets, step):
+    """``linear.rebuild``: float64 values of a block from its indices (plain definition: ``linear.rebuild_reference``)."""
+    nz, ny, nx = q.shape
+    rec = np.zeros((nz, ny, nx), np.float64)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                rec[z, y, x] = _linear_predict(rec, w, offsets, z, y, x) + np.float64(q[z, y, x]) * step
+    return rec
+
+
+@numba.njit(cache=True, nogil=True)
+def linear_normal_equations(target, source, offsets, ata, atb):
+    """Add one block's normal equations: rows = voxels, columns = ``source`` at the causal neighbours
+    (0 outside the block), right-hand side = ``target``."""
+    nz, ny, nx = target.shape
+    n = offsets.shape[0]
+    u = np.zeros(n)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                for k in range(n):
+                    zz = z - offsets[k, 0]
+                    yy = y - offsets[k, 1]
+                    xx = x - offsets[k, 2]
+                    u[k] = source[zz, yy, xx] if (zz >= 0 and 0 <= yy < ny and 0 <= xx < nx) else 0.0
+                t = target[z, y, x]
+                for i in range(n):
+                    atb[i] += u[i] * t
+                    for j in range(n):
+                        ata[i, j] += u[i] * u[j]

@@ -28,7 +28,6 @@ noise sigmas on the shared volumes (``docs/enhancement-layer.md``).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 #: the causal neighbourhood: (dz, dy, dx) of the neighbour at (z - dz, y - dy, x - dx)
@@ -43,45 +42,20 @@ MAX_WEIGHT = 16.0
 RIDGE = 1e-9
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _predict(rec, w, z, y, x):
-    nz, ny, nx = rec.shape
-    p = 0.0
-    for k in range(OFFSETS.shape[0]):
-        zz = z - OFFSETS[k, 0]
-        yy = y - OFFSETS[k, 1]
-        xx = x - OFFSETS[k, 2]
-        if zz >= 0 and 0 <= yy < ny and 0 <= xx < nx:
-            p += w[k] * rec[zz, yy, xx]
-    return p
+def quantize_block(r: np.ndarray, w: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 indices ``q``, float64 rebuilt values) of one block's residual ``r`` (ZYX) with weights ``w``
+    (kernel: ``_kernels.linear_quantize``)."""
+    from . import _kernels as K
+
+    return K.linear_quantize(np.ascontiguousarray(r, np.float64), np.asarray(w, np.float64), OFFSETS, float(step))
 
 
-@numba.njit(cache=True, nogil=True)
-def quantize_block(r, w, step):
-    """(int64 indices ``q``, float64 rebuilt values) of one block's residual ``r`` (ZYX) with weights ``w``."""
-    nz, ny, nx = r.shape
-    q = np.zeros((nz, ny, nx), np.int64)
-    rec = np.zeros((nz, ny, nx), np.float64)
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                p = _predict(rec, w, z, y, x)
-                v = np.rint((r[z, y, x] - p) / step)
-                q[z, y, x] = np.int64(v)
-                rec[z, y, x] = p + v * step
-    return q, rec
+def rebuild(q: np.ndarray, w: np.ndarray, step: float) -> np.ndarray:
+    """The decoder's pass: float64 values of a block from its indices ``q`` (what ``quantize_block``
+    rebuilt; kernel: ``_kernels.linear_rebuild``)."""
+    from . import _kernels as K
 
-
-@numba.njit(cache=True, nogil=True)
-def rebuild(q, w, step):
-    """The decoder's pass: float64 values of a block from its indices ``q`` (what ``quantize_block`` rebuilt)."""
-    nz, ny, nx = q.shape
-    rec = np.zeros((nz, ny, nx), np.float64)
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                rec[z, y, x] = _predict(rec, w, z, y, x) + np.float64(q[z, y, x]) * step
-    return rec
+    return K.linear_rebuild(np.ascontiguousarray(q, np.int64), np.asarray(w, np.float64), OFFSETS, float(step))
 
 
 def rebuild_reference(q: np.ndarray, w: np.ndarray, step: float) -> np.ndarray:
@@ -100,28 +74,6 @@ def rebuild_reference(q: np.ndarray, w: np.ndarray, step: float) -> np.ndarray:
     return rec
 
 
-@numba.njit(cache=True, nogil=True)
-def _accumulate(target, source, ata, atb):
-    """Add one block's normal equations: rows = voxels, columns = ``source`` at the causal neighbours
-    (0 outside the block), right-hand side = ``target``."""
-    nz, ny, nx = target.shape
-    n = OFFSETS.shape[0]
-    u = np.zeros(n)
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                for k in range(n):
-                    zz = z - OFFSETS[k, 0]
-                    yy = y - OFFSETS[k, 1]
-                    xx = x - OFFSETS[k, 2]
-                    u[k] = source[zz, yy, xx] if (zz >= 0 and 0 <= yy < ny and 0 <= xx < nx) else 0.0
-                t = target[z, y, x]
-                for i in range(n):
-                    atb[i] += u[i] * t
-                    for j in range(n):
-                        ata[i, j] += u[i] * u[j]
-
-
 def _solve(ata: np.ndarray, atb: np.ndarray) -> np.ndarray:
     scale = float(np.trace(ata)) / N_WEIGHTS
     if not scale > 0 or not np.isfinite(scale):
@@ -134,10 +86,13 @@ def fit_weights(targets, sources) -> np.ndarray:
     """Least-squares weights predicting each block of ``targets`` from ``sources`` (iterables of blocks,
     same shapes, float64) at the causal neighbours; zeros where there is nothing to fit, clipped to
     ``MAX_WEIGHT``."""
+    from . import _kernels as K
+
     ata = np.zeros((N_WEIGHTS, N_WEIGHTS))
     atb = np.zeros(N_WEIGHTS)
     for t, s in zip(targets, sources):
-        _accumulate(np.ascontiguousarray(t, np.float64), np.ascontiguousarray(s, np.float64), ata, atb)
+        K.linear_normal_equations(np.ascontiguousarray(t, np.float64), np.ascontiguousarray(s, np.float64),
+                                  OFFSETS, ata, atb)
     return _solve(ata, atb)
 
 
