@@ -83,6 +83,16 @@ def test_compress_rate_mode_fills_budget_and_base_only_option(tmp_path, crop, ca
     assert layered["psnr_full"] > base_only["psnr_full"] + 2
 
 
+def test_max_error_below_the_float_margin_is_refused_before_training(tmp_path, capsys):
+    vol = tifffile.imread(DATA / "bead_flowdec.tif")[20:44, 20:44, 20:44]  # float32
+    path = tmp_path / "float.tif"
+    tifffile.imwrite(path, vol)
+    assert main(["compress", str(path), "-o", str(tmp_path / "f.vmg"), "--max-error", "0"]) == 2
+    captured = capsys.readouterr()
+    assert "below the float margin" in captured.err and "steps" not in captured.out + captured.err
+    assert not (tmp_path / "f.vmg").exists()
+
+
 def test_bad_max_error_is_refused(tmp_path, crop, capsys):
     path, _ = crop
     assert main(["compress", str(path), "-o", str(tmp_path / "x.vmg"), "--max-error", "lots"]) == 2

@@ -248,6 +248,7 @@ def plan(volume: np.ndarray, *, bpp=None, ratio=None, gaussians=None, max_error=
     volume = np.asarray(volume)
     if max_error is not None:
         bound, sigma = parse_max_error(max_error, volume)
+        bounded_step(bound, volume.dtype.kind in "iu", delta_for(volume))  # a bound too small: refused now
         base = {"bpp": bpp, "ratio": ratio, "gaussians": gaussians}
         if bpp is None and ratio is None and gaussians is None:
             base["bpp"] = BOUNDED_BASE_BPP
