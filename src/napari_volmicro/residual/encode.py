@@ -288,13 +288,13 @@ def fit_max_error(residual: np.ndarray, step: float, *, max_error: float, delta:
     residual = np.asarray(residual, np.float64)
     candidates = ([(f, "plain") for f in factors] + [(f, "predictive") for f in predictive_factors]
                   + [(f, "linear") for f in linear_factors])
+    # a transform step is a multiple of the bound: none under a zero bound (lossless)
+    candidates = [(f, form) for f, form in candidates if f == 0 or f * max_error > 0]
     tr = Transformed(residual, block, levels) if any(f > 0 for f, _ in candidates) else None
     grid = tr.grid if tr is not None else block_grid(residual.shape, block)
     slices = [grid.block_slices(i) for i in range(grid.n_blocks)]
     best = None
     for f, form in candidates:
-        if f > 0 and not f * max_error > 0:
-            continue  # a transform step in units of a zero bound (lossless): none
         state = tr.quantize(f * max_error) if f > 0 else None
         bits = state.bits if state is not None else 0.0
         prepared = _correction_blocks(residual, slices, tr, state, step, form)
